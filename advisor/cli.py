@@ -1,0 +1,258 @@
+"""The `advisor` command line: the composition root that wires the two sides together.
+
+The measurement side (TensorFlow) is imported inside the commands that need it, never at
+module import, so that answering commands stay fast and TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from advisor.errors import AdvisorError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Should you compress your network for this device, and how? Measured, then predicted.")
+
+DEFAULT_STORE = Path(os.environ.get("ADVISOR_STORE", "training_data"))
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
+
+
+def _emit(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@app.command()
+def techniques(as_json: JsonOpt = False) -> None:
+    """List the compression techniques and the spec grammar."""
+    from advisor.techniques import TECHNIQUES
+
+    items = [{"name": t.name, "form": t.forms, "kind": t.kind, "stage": t.stage,
+              "fine_tunes": t.needs_finetune, "summary": t.summary} for t in TECHNIQUES]
+    if as_json:
+        _emit({"techniques": items, "combine": "steps joined by '+', in the order applied"})
+        return
+    width = max(len(i["form"]) for i in items)
+    for i in items:
+        typer.echo(f"  {i['form']:<{width}}  {i['summary']}" + ("  [fine-tunes]" if i["fine_tunes"] else ""))
+    typer.echo("\nCombine with '+' in the order applied, e.g. prune:0.8+ptq-int8, cluster:16+ptq-dynamic.")
+
+
+@app.command()
+def zoo(as_json: JsonOpt = False) -> None:
+    """List the networks available by name."""
+    from measure.zoo import ZOO
+
+    items = [{"name": e.name, "family": e.family, "domain": e.domain, "default_input_size": e.default_input_size,
+              "min_input_size": e.min_input_size, "width": e.has_width, "description": e.description}
+             for e in ZOO.values()]
+    if as_json:
+        _emit({"models": items})
+        return
+    for i in items:
+        typer.echo(f"  {i['name']:<22} {i['domain']:<5} input {i['default_input_size']:>3} "
+                   f"(min {i['min_input_size']})  {i['description']}")
+
+
+@app.command()
+def env(as_json: JsonOpt = False) -> None:
+    """Print versions and the device fingerprint, for bug reports."""
+    from importlib import metadata
+
+    import advisor
+    from advisor import fingerprint
+
+    fp = fingerprint.collect_fingerprint()
+    versions = {"compression-advisor": advisor.__version__, "python": sys.version.split()[0]}
+    for dist in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "xgboost",
+                 "numpy", "scikit-learn", "pandas", "pyarrow"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    out = {"versions": versions, "fingerprint": fp, "fingerprint_id": fingerprint.fingerprint_id(fp)}
+    if as_json:
+        _emit(out)
+        return
+    for k, v in versions.items():
+        typer.echo(f"{k:<32} {v or '-'}")
+    typer.echo(f"\nfingerprint {out['fingerprint_id']}")
+    for k, v in fp.items():
+        typer.echo(f"  {k:<16} {v}")
+
+
+@app.command()
+def profile(
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name or model file.")],
+    input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo networks).")] = None,
+    width: Annotated[Optional[float], typer.Option(help="Width multiplier (zoo networks that have one).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the model profile: per layer its type, MACs, parameters and shapes."""
+    from measure.loading import resolve_model
+    from measure.profiling import profile_model
+
+    resolved = resolve_model(model, input_size=input_size, width=width)
+    if resolved.keras_model is None:
+        raise AdvisorError(f"cannot profile a .tflite file ({model}): give the Keras model")
+    prof = profile_model(resolved.keras_model, model=resolved.key, family=resolved.family, domain=resolved.domain)
+    if as_json:
+        _emit(prof.to_dict())
+        return
+    typer.echo(f"{prof.model}  family {prof.family}  input {prof.input_shape} {prof.input_dtype}  "
+               f"{prof.macs / 1e6:,.1f} M MACs  {prof.params / 1e6:,.2f} M params  depth {prof.depth}")
+    for ly in prof.layers:
+        if ly.macs or ly.params:
+            typer.echo(f"  {ly.name:<36} {ly.type:<22} {ly.macs / 1e6:>10,.2f} M  {ly.params:>11,}  "
+                       f"{ly.output_shape}")
+
+
+def _measure_view(row: dict) -> dict:
+    acc = None
+    if row.get("top1") is not None:
+        acc = {k: row.get(k) for k in ("top1", "top5", "precision", "recall", "f1")}
+        acc["samples"] = row.get("eval_samples")
+    return {
+        "config_id": row["config_id"], "status": row["status"],
+        "size_bytes": row["size_bytes"], "size_gzip_bytes": row["size_gzip_bytes"],
+        "peak_memory_bytes": row["peak_memory_bytes"], "arena_bytes": row.get("arena_bytes"),
+        "latency_ms": {"mean": row["latency_ms_mean"], "median": row["latency_ms_median"],
+                       "p90": row["latency_ms_p90"], "min": row["latency_ms_min"],
+                       "ci95_halfwidth_rel": row["latency_ci95_halfwidth_rel"], "runs": row["latency_runs"],
+                       "rule_met": row["latency_rule_met"], "rounds_ms": row["latency_rounds_ms"],
+                       "round_spread_rel": row["latency_round_spread_rel"]},
+        "energy_mj": row.get("energy_mj"), "energy_note": row.get("energy_note"),
+        "accuracy": acc,
+    }
+
+
+@app.command()
+def measure(
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name (see `advisor zoo`) or a .keras/.h5/"
+                                                              "SavedModel/.tflite path.")],
+    technique: Annotated[str, typer.Option("--technique", "-t", help="Technique spec, e.g. prune:0.8+ptq-int8 "
+                                                                     "(see `advisor techniques`).")] = "none",
+    device: Annotated[str, typer.Option(help="Device to measure on.")] = "local",
+    input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo networks).")] = None,
+    width: Annotated[Optional[float], typer.Option(help="Width multiplier (zoo networks that have one).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Labelled data: mnist, digits, cifar10, "
+                                                "fashion_mnist, sms_spam, sentiment, fsdd, or a .npz/folder.")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="Folder of the offline datasets "
+                                                     "(default $ADVISOR_DATA_ROOT or ../shared/datasets).")] = None,
+    threads: Annotated[int, typer.Option(help="Interpreter threads.")] = 1,
+    eval_samples: Annotated[int, typer.Option(help="Test samples to evaluate (with --data).")] = 500,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs for techniques that fine-tune.")] = 1,
+    time_cap: Annotated[float, typer.Option(help="Seconds at most spent timing.")] = 30.0,
+    save: Annotated[bool, typer.Option("--save", help="Append the rows to the dataset store.")] = False,
+    store: Annotated[Path, typer.Option(help="Dataset store folder.")] = DEFAULT_STORE,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure one configuration and its uncompressed baseline, timed interleaved."""
+    from advisor.progress import StageProgress
+    from advisor.techniques import canonical
+    from measure.devices import get_device
+    from measure.runner import MeasureSettings
+    from measure.runner import measure as run_measure
+
+    spec = canonical(technique)  # fail on a bad spec before any heavy import
+    dev = get_device(device)
+    settings = MeasureSettings(input_size=input_size, width=width, threads=threads, dataset=data,
+                               data_root=data_root, eval_samples=eval_samples, finetune_epochs=epochs,
+                               time_cap_s=time_cap)
+    progress = StageProgress(total=7 if spec != "none" else 5, quiet=quiet)
+    try:
+        result = run_measure(model, spec, dev, settings, progress)
+    finally:
+        progress.close()
+    saved = None
+    if save:
+        from advisor.store import Store
+
+        saved = str(Store(store).append(result.rows()))
+    row, base = result.row, result.baseline
+    out = {"model": row["model"], "technique": row["technique"], "device": row["device"],
+           "threads": row["threads"], "weights": row["weights"], "finetune": row["finetune"],
+           "dataset": row["dataset"], **_measure_view(row),
+           "latency_ratio_to_baseline": row.get("latency_ratio_to_baseline"),
+           "accuracy_delta_pp": row.get("accuracy_delta_pp"),
+           "baseline": _measure_view(base) if base else None, "notes": result.notes, "saved_to": saved}
+    if as_json:
+        _emit(out)
+        return
+    _print_measurement(out)
+
+
+def _print_measurement(out: dict) -> None:
+    def line(label: str, v: dict) -> str:
+        lat = v["latency_ms"]
+        acc = f"  top1 {v['accuracy']['top1']:.3f}" if v["accuracy"] else ""
+        energy = f"{v['energy_mj']:.2f} mJ" if v["energy_mj"] is not None else "energy n/a"
+        rule = "" if lat["rule_met"] else " (CI rule not met)"
+        return (f"  {label:<22} {lat['median']:9.3f} ms ±{lat['ci95_halfwidth_rel'] * 100:4.1f}%{rule}"
+                f"  {v['size_bytes'] / 1e6:8.3f} MB (gzip {v['size_gzip_bytes'] / 1e6:.3f})"
+                f"  peak {v['peak_memory_bytes'] / 2**20:6.1f} MiB  {energy}{acc}")
+
+    typer.echo(f"{out['model']} on {out['device']}, {out['threads']} thread(s), weights {out['weights']}")
+    if out["baseline"]:
+        typer.echo(line("none", out["baseline"]))
+    typer.echo(line(out["technique"], out))
+    if out.get("latency_ratio_to_baseline") is not None:
+        r = out["latency_ratio_to_baseline"]
+        typer.echo(f"  latency ×{r:.2f} against none ({'faster' if r < 1 else 'SLOWER'}), same rounds")
+    if out["energy_mj"] is None and out.get("energy_note"):
+        typer.echo(f"  energy: {out['energy_note']}")
+    for note in out["notes"]:
+        typer.echo(f"  note: {note}")
+    if out["saved_to"]:
+        typer.echo(f"  saved to {out['saved_to']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every user error is one line on stderr and exit code 2."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            return _exit(code)
+    except AdvisorError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return _exit(2)
+    except typer.Exit as exc:
+        return _exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return _exit(130)
+    except typer.TyperException as exc:  # a usage error: bad or missing option
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        typer.echo(message if "Usage:" in message else f"error: {message}", err=True)
+        return _exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return _exit(130)
+    return _exit(0)
+
+
+def _exit(code: int) -> int:
+    if __name__ == "__main__" or sys.argv and Path(sys.argv[0]).name in ("advisor", "cli.py"):
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()

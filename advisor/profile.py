@@ -1,0 +1,117 @@
+"""The model profile: the seam between the measurement side and the advisor.
+
+A profile lists, per layer, its type, multiply-accumulates, parameters and shapes. It is
+extracted from a Keras model in `measure.profiling` and read here, as plain JSON, so that
+the advisor can reason about a network without TensorFlow on the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from advisor.errors import ModelFileError
+
+PROFILE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    """One layer: its Keras class name, work and shapes (batch dimension dropped)."""
+
+    name: str
+    type: str
+    macs: int
+    params: int
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_shape: tuple[int, ...]
+    # Convolution details where they apply (kernel size, stride, groups); 0 otherwise.
+    kernel: int = 0
+    stride: int = 0
+    groups: int = 0
+
+    @property
+    def output_elements(self) -> int:
+        n = 1
+        for d in self.output_shape:
+            n *= int(d)
+        return n
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """A whole network: identity, input, and its layers in topological order."""
+
+    model: str
+    family: str
+    input_shape: tuple[int, ...]
+    input_dtype: str
+    num_classes: int
+    domain: str  # "image" | "text" | "audio" | "other"
+    layers: tuple[LayerProfile, ...] = field(default_factory=tuple)
+    version: int = PROFILE_VERSION
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def depth(self) -> int:
+        """Layers that do work (MACs or parameters), the usual meaning of 'depth'."""
+        return sum(1 for layer in self.layers if layer.macs or layer.params)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["totals"] = {"macs": self.macs, "params": self.params, "depth": self.depth}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def digest(self) -> str:
+        """A short hash of the structure: equal profiles give equal digests."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelProfile:
+        try:
+            layers = tuple(
+                LayerProfile(
+                    name=ly["name"],
+                    type=ly["type"],
+                    macs=int(ly["macs"]),
+                    params=int(ly["params"]),
+                    input_shapes=tuple(tuple(int(x) for x in s) for s in ly["input_shapes"]),
+                    output_shape=tuple(int(x) for x in ly["output_shape"]),
+                    kernel=int(ly.get("kernel", 0)),
+                    stride=int(ly.get("stride", 0)),
+                    groups=int(ly.get("groups", 0)),
+                )
+                for ly in d["layers"]
+            )
+            return cls(
+                model=d["model"],
+                family=d["family"],
+                input_shape=tuple(int(x) for x in d["input_shape"]),
+                input_dtype=d["input_dtype"],
+                num_classes=int(d["num_classes"]),
+                domain=d["domain"],
+                layers=layers,
+                version=int(d.get("version", PROFILE_VERSION)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"malformed model profile: {exc!r}") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelProfile:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f"cannot read model profile {path}: {exc}") from exc

@@ -1,0 +1,252 @@
+"""The measurement agent: runs .tflite files on the device it sits on and prints JSON.
+
+Self-contained on purpose: it needs only Python (3.6 or newer), numpy and a TFLite
+interpreter (`ai-edge-litert`, `tflite-runtime` or TensorFlow, whichever the device has).
+Beside it travel three stdlib-only files of this project: `timing.py`, `energy.py` and
+`fingerprint.py`. Locally it runs as `python -m measure.agent`; on a board the same files
+are copied to a folder and run as `python3 agent.py`.
+
+    agent.py run JOB.json     time (interleaved), evaluate, read energy; JSON on stdout
+    agent.py mem MODEL.tflite THREADS RUNS
+                              peak memory of a fresh process holding one model
+
+Keep this file valid Python 3.6: a Jetson TX2 stops at JetPack 4.6.
+"""
+
+import json
+import os
+import resource
+import sys
+import time
+
+try:  # inside the project
+    from measure import energy, timing
+    from advisor import fingerprint
+except ImportError:  # on a device: the bundle's files sit side by side
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import energy  # noqa: E402
+    import fingerprint  # noqa: E402
+    import timing  # noqa: E402
+
+INTERPRETERS = (
+    ("ai-edge-litert", "ai_edge_litert.interpreter"),
+    ("tflite-runtime", "tflite_runtime.interpreter"),
+    ("tensorflow", "tensorflow.lite"),
+)
+
+
+def load_interpreter_class():
+    """The first TFLite interpreter available here (or the one ADVISOR_INTERPRETER names)."""
+    import importlib
+
+    wanted = os.environ.get("ADVISOR_INTERPRETER")
+    errors = []
+    for name, module in INTERPRETERS:
+        if wanted and wanted != name:
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            errors.append("{}: {}".format(name, exc))
+            continue
+        version = _dist_version(name)
+        return mod.Interpreter, {"name": name, "version": version}
+    raise RuntimeError("no TFLite interpreter found ({})".format("; ".join(errors)))
+
+
+def _dist_version(name):
+    try:
+        from importlib import metadata  # Python 3.8+
+        return metadata.version(name)
+    except Exception:  # noqa: BLE001 - older Pythons, or a vendored interpreter
+        return None
+
+
+def _rss_bytes():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _peak_rss_bytes():
+    """Peak resident memory of this process image. VmHWM first: ru_maxrss survives exec on
+    Linux, so a child forked from a big parent (TensorFlow loaded) would report the parent's."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+class Runner(object):
+    """One loaded model: feeds float inputs (quantizing when the model wants integers)."""
+
+    def __init__(self, interpreter_class, path, threads):
+        self.interpreter = interpreter_class(model_path=path, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.inp = self.interpreter.get_input_details()[0]
+        self.out = self.interpreter.get_output_details()[0]
+
+    @property
+    def input_shape(self):
+        return tuple(int(d) for d in self.inp["shape"])
+
+    def prepare(self, x):
+        """Cast or quantize one batch-1 input to what the model takes."""
+        import numpy as np
+
+        dtype = self.inp["dtype"]
+        x = np.asarray(x).reshape(self.input_shape)
+        if np.issubdtype(dtype, np.integer) and not np.issubdtype(x.dtype, np.integer):
+            scale, zero = self.inp["quantization"]
+            if scale:
+                info = np.iinfo(dtype)
+                x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        return x.astype(dtype)
+
+    def run(self, prepared):
+        self.interpreter.set_tensor(self.inp["index"], prepared)
+        self.interpreter.invoke()
+
+    def scores(self):
+        import numpy as np
+
+        y = self.interpreter.get_tensor(self.out["index"]).astype(np.float32)
+        scale, zero = self.out["quantization"]
+        if scale and np.issubdtype(self.out["dtype"], np.integer):
+            y = (y - zero) * scale
+        return y.reshape(-1)
+
+
+def _sample_input(runner, eval_x, seed=0):
+    import numpy as np
+
+    if eval_x is not None and len(eval_x):
+        return runner.prepare(eval_x[0])
+    rng = np.random.RandomState(seed)
+    if np.issubdtype(runner.inp["dtype"], np.integer) and not runner.inp["quantization"][0]:
+        return rng.randint(1, 1000, size=runner.input_shape).astype(runner.inp["dtype"])
+    return runner.prepare(rng.uniform(0, 1, size=runner.input_shape).astype("float32"))
+
+
+def evaluate(runner, x, top=5):
+    """Top-k class indices per sample (the host computes the metrics)."""
+    import numpy as np
+
+    out = []
+    for sample in x:
+        runner.run(runner.prepare(sample))
+        s = runner.scores()
+        k = min(top, s.shape[0])
+        out.append([int(i) for i in np.argsort(-s, kind="stable")[:k]])
+    return out
+
+
+def run_job(job):
+    """Run one job (see module doc); returns the JSON-ready result."""
+    interpreter_class, interp_info = load_interpreter_class()
+    threads = int(job.get("threads", 1))
+    runners = []
+    for m in job["models"]:
+        runners.append((m["label"], Runner(interpreter_class, m["path"], threads)))
+
+    eval_x = None
+    ev = job.get("eval")
+    if ev:
+        import numpy as np
+
+        data = np.load(ev["npz"])
+        eval_x = data["x"][: int(ev.get("max_samples", len(data["x"])))]
+
+    result = {"interpreter": interp_info, "threads": threads, "fingerprint": fingerprint.collect_fingerprint(),
+              "results": {}}
+
+    sensor, reason = energy.detect_sensor() if job.get("energy", True) else (None, "energy not requested")
+    idle_w = None
+    if sensor is not None:
+        idle_w = energy.measure_idle_power(sensor, seconds=float(job.get("idle_s", 2.0)))
+    inputs = dict((label, _sample_input(r, eval_x)) for label, r in runners)
+    calls = [(label, _bind(r, inputs[label])) for label, r in runners]
+    policy = timing.TimingPolicy(**job.get("policy", {}))
+    if sensor is not None:
+        sampler = energy.PowerSampler(sensor)
+        sampler.start()
+        try:
+            timed = timing.interleaved(calls, policy)
+        finally:
+            samples = sampler.stop()
+    else:
+        samples = None
+        timed = timing.interleaved(calls, policy)
+
+    for label, runner in runners:
+        t = timed[label]
+        entry = {"stats": t["stats"], "raw_ms": t["raw_ms"], "ratio_to_first": t.get("ratio_to_first"),
+                 "input_dtype": str(runner.inp["dtype"].__name__), "input_shape": list(runner.input_shape)}
+        if sensor is not None:
+            entry["energy"] = energy.energy_per_inference(samples, t["windows"], idle_w)
+            entry["energy"]["sensor"] = sensor.name
+        else:
+            entry["energy"] = {"energy_mj": None, "note": "no energy sensor on this device: " + reason}
+        if eval_x is not None:
+            entry["topk"] = evaluate(runner, eval_x)
+        result["results"][label] = entry
+    return result
+
+
+def _bind(runner, prepared):
+    def call():
+        runner.run(prepared)
+    return call
+
+
+def memory(path, threads, runs):
+    """Peak memory of this (fresh) process with one model loaded and run `runs` times."""
+    interpreter_class, _ = load_interpreter_class()
+    import numpy as np  # noqa: F401 - imported before the baseline reading, as the runner needs it
+
+    peak_before = _peak_rss_bytes()
+    rss_before = _rss_bytes()
+    r = Runner.__new__(Runner)
+    r.interpreter = interpreter_class(model_path=path, num_threads=threads)
+    rss_loaded = _rss_bytes()
+    r.interpreter.allocate_tensors()
+    rss_allocated = _rss_bytes()
+    r.inp = r.interpreter.get_input_details()[0]
+    r.out = r.interpreter.get_output_details()[0]
+    x = _sample_input(r, None)
+    for _ in range(max(1, runs)):
+        r.run(x)
+    return {
+        "peak_memory_bytes": _peak_rss_bytes(),
+        "process_baseline_bytes": peak_before,
+        "model_peak_delta_bytes": _peak_rss_bytes() - peak_before,
+        "arena_bytes": (rss_allocated - rss_loaded) if rss_allocated and rss_loaded else None,
+        "rss_before_load_bytes": rss_before,
+    }
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run" and len(argv) == 2:
+        with open(argv[1]) as f:
+            job = json.load(f)
+        out = run_job(job)
+    elif argv and argv[0] == "mem" and len(argv) == 4:
+        out = memory(argv[1], int(argv[2]), int(argv[3]))
+    else:
+        sys.stderr.write(__doc__)
+        return 2
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

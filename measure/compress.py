@@ -1,0 +1,258 @@
+"""Apply a technique pipeline to a Keras model for real, then convert it to TFLite.
+
+Each train-stage technique wraps the layers it supports (what a layer supports is TF Model
+Optimization's own registry, not an if-chain here), fine-tunes, and strips its wrappers, so
+the next step sees a plain Keras model. Convert-stage techniques are converter options.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from advisor.errors import UnsupportedError
+from advisor.techniques import Cluster, Pipeline, Prune, Technique
+from measure._tf import keras, tf, tfmot
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How fine-tuning runs for techniques that need it."""
+
+    epochs: int = 1
+    max_samples: int = 1024
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+
+
+@dataclass
+class TrainData:
+    """Fine-tuning and calibration data already shaped for the model, and what it is."""
+
+    x: np.ndarray
+    y: np.ndarray
+    source: str  # "dataset:<name>" or "random"
+
+
+@dataclass
+class Compressed:
+    """The result of the train stage: a plain Keras model and what was done to it."""
+
+    model: object
+    pipeline: Pipeline
+    finetune: str  # "none" | "random" | "dataset:<name>"
+    notes: list[str] = field(default_factory=list)
+    state: dict = field(default_factory=dict)  # what the converter must know: pruned, clustered, qat
+
+
+def _registry_supports(module_path: str, registry: str, layer) -> bool:
+    import importlib
+
+    reg = getattr(importlib.import_module(module_path), registry)
+    try:
+        return bool(reg.supports(layer))
+    except Exception:  # noqa: BLE001 - the registry raises on layers it has never heard of
+        return False
+
+
+def _prunable(layer, structured: bool) -> bool:
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+    reg = prune_registry.PruneRegistry
+    if not reg.supports(layer) or not reg._weight_names(layer):  # noqa: SLF001 - tfmot's own table
+        return False
+    if structured:  # 2:4 needs the reduced dimension to be a multiple of 4 and a plain kernel
+        kernel = getattr(layer, "kernel", None)
+        kind = type(layer).__name__
+        return kind in ("Conv2D", "Dense") and kernel is not None and int(kernel.shape[-2]) % 4 == 0
+    return True
+
+
+def _clusterable(layer, k: int) -> bool:
+    from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
+
+    reg = clustering_registry.ClusteringRegistry
+    if not reg.supports(layer):
+        return False
+    weights = [w for w in layer.trainable_weights if "kernel" in w.name or "embeddings" in w.name]
+    return bool(weights) and min(int(np.prod(w.shape)) for w in weights) >= k
+
+
+def _clone_wrapping(model, should_wrap: Callable, wrap: Callable, what: str):
+    wrapped = []
+
+    def clone(layer):
+        if should_wrap(layer):
+            wrapped.append(layer.name)
+            return wrap(layer)
+        return layer
+
+    try:
+        new = keras().models.clone_model(model, clone_function=clone)
+    except Exception as exc:  # noqa: BLE001 - tfmot/keras raise many kinds
+        raise UnsupportedError(f"{what} failed on model '{model.name}': {_one_line(exc)}") from exc
+    if not wrapped:
+        raise UnsupportedError(f"{what}: model '{model.name}' has no layer that supports it")
+    return new, wrapped  # weights are shared through the (wrapped) original layers
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def _fit(model, data: TrainData, settings: FinetuneSettings, ctx: dict, callbacks=()):
+    n = min(len(data.x), settings.max_samples)
+    model.compile(optimizer=keras().optimizers.Adam(settings.learning_rate),
+                  loss=keras().losses.SparseCategoricalCrossentropy(from_logits=ctx["from_logits"]),
+                  metrics=["accuracy"])
+    model.fit(data.x[:n], data.y[:n], batch_size=settings.batch_size, epochs=settings.epochs,
+              verbose=0, callbacks=list(callbacks), shuffle=True)
+    return math.ceil(n / settings.batch_size) * settings.epochs
+
+
+def _outputs_logits(model) -> bool:
+    act = getattr(model.layers[-1], "activation", None)
+    name = getattr(act, "__name__", "")
+    return name not in ("softmax", "sigmoid")
+
+
+def _apply_prune(model, step: Technique, data: TrainData, settings: FinetuneSettings, ctx: dict):
+    sparsity = tfmot().sparsity.keras
+    structured = step.name == "prune-2:4"
+    params = {"pruning_schedule": sparsity.ConstantSparsity(0.5 if structured else step.sparsity,
+                                                             begin_step=0, frequency=1)}
+    if structured:
+        params["sparsity_m_by_n"] = (2, 4)
+    wrapped_model, names = _clone_wrapping(
+        model, lambda ly: _prunable(ly, structured), lambda ly: sparsity.prune_low_magnitude(ly, **params),
+        step.spec)
+    _fit(wrapped_model, data, settings, ctx, [sparsity.UpdatePruningStep()])
+    ctx["pruned"] = True
+    ctx["notes"].append(f"{step.spec}: pruned {len(names)} layers")
+    return sparsity.strip_pruning(wrapped_model)
+
+
+def _apply_cluster(model, step: Cluster, data: TrainData, settings: FinetuneSettings, ctx: dict):
+    clustering = tfmot().clustering.keras
+    params = {"number_of_clusters": step.clusters,
+              "cluster_centroids_init": clustering.CentroidInitialization.KMEANS_PLUS_PLUS}
+    if ctx.get("pruned"):
+        params["preserve_sparsity"] = True
+    wrapped_model, names = _clone_wrapping(
+        model, lambda ly: _clusterable(ly, step.clusters), lambda ly: clustering.cluster_weights(ly, **params),
+        step.spec)
+    _fit(wrapped_model, data, settings, ctx)
+    ctx["clustered"] = True
+    ctx["notes"].append(f"{step.spec}: clustered {len(names)} layers"
+                        + (" (sparsity preserved)" if ctx.get("pruned") else ""))
+    return clustering.strip_clustering(wrapped_model)
+
+
+def _apply_qat(model, step: Technique, data: TrainData, settings: FinetuneSettings, ctx: dict):
+    quant = tfmot().quantization.keras
+    combine = tfmot().experimental.combine
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry,
+    )
+
+    if ctx.get("clustered"):
+        scheme, how = combine.Default8BitClusterPreserveQuantizeScheme(bool(ctx.get("pruned"))), "cluster-preserving QAT"
+    elif ctx.get("pruned"):
+        scheme, how = combine.Default8BitPrunePreserveQuantizeScheme(), "prune-preserving QAT"
+    else:
+        scheme, how = quant.default_8bit.Default8BitQuantizeScheme(), "QAT"
+    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    annotated, names = _clone_wrapping(
+        model, lambda ly: registry.supports(ly), quant.quantize_annotate_layer, step.spec)
+    try:
+        with quant.quantize_scope():
+            qat_model = quant.quantize_apply(annotated, scheme)
+    except Exception as exc:  # noqa: BLE001
+        raise UnsupportedError(f"{step.spec} failed on model '{model.name}': {_one_line(exc)}") from exc
+    _fit(qat_model, data, settings, ctx)
+    skipped = len([ly for ly in model.layers if ly.weights]) - len([n for n in names])
+    ctx["notes"].append(f"{step.spec}: {how} on {len(names)} layers"
+                        + (f", {skipped} weighted layers left in float (unsupported)" if skipped > 0 else ""))
+    ctx["qat"] = True
+    return qat_model
+
+
+APPLIERS: dict[str, Callable] = {
+    "prune": _apply_prune,
+    "prune-2:4": _apply_prune,
+    "cluster": _apply_cluster,
+    "qat-int8": _apply_qat,
+}
+
+
+def compress(model, pipeline: Pipeline, data: TrainData | None,
+             settings: FinetuneSettings = FinetuneSettings()) -> Compressed:
+    """Run the train stage of `pipeline` on a copy of `model`.
+
+    Raises:
+        UnsupportedError: a technique does not apply to this model's layers.
+    """
+    ctx: dict = {"notes": [], "from_logits": _outputs_logits(model)}
+    steps = pipeline.train_steps()
+    if not steps:
+        return Compressed(model, pipeline, "none", [])
+    if data is None:
+        raise ValueError("techniques that fine-tune need data (a dataset or random data)")
+    current = keras().models.clone_model(model)
+    current.set_weights(model.get_weights())
+    for step in steps:
+        current = APPLIERS[step.name](current, step, data, settings, ctx)
+    return Compressed(current, pipeline, data.source, list(ctx["notes"]), state=ctx)
+
+
+def convert(compressed: Compressed, representative: np.ndarray | None) -> bytes:
+    """Convert to a TFLite flatbuffer with the pipeline's converter options.
+
+    Raises:
+        UnsupportedError: the converter rejects the model under these options.
+    """
+    TF = tf()
+    model = compressed.model
+    pipeline = compressed.pipeline
+    ctx = compressed.state
+    converter = TF.lite.TFLiteConverter.from_keras_model(model)
+    opts = set()
+    step = pipeline.convert_step()
+    float_input = model.inputs[0].dtype.is_floating
+    if ctx.get("pruned") and step is None and not ctx.get("qat"):
+        # Sparse tensor encoding lets XNNPACK run pruned float models sparsely; its int8
+        # kernels refuse sparse weights ("failed to delegate FULLY_CONNECTED"), so quantized
+        # pipelines keep dense encoding and pay off only under gzip.
+        opts.add(TF.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    if ctx.get("qat"):
+        opts.add(TF.lite.Optimize.DEFAULT)
+    if step is not None:
+        opts.add(TF.lite.Optimize.DEFAULT)
+        if step.name == "ptq-float16":
+            converter.target_spec.supported_types = [TF.float16]
+        elif step.name == "ptq-int8":
+            if representative is None or not len(representative):
+                raise ValueError("ptq-int8 needs representative data")
+            rep = representative
+
+            def gen():
+                for i in range(min(len(rep), 100)):
+                    yield [rep[i : i + 1]]
+
+            converter.representative_dataset = gen
+            converter.target_spec.supported_ops = [TF.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if float_input:
+                converter.inference_input_type = TF.int8
+                converter.inference_output_type = TF.int8
+    if ctx.get("qat") and float_input:
+        converter.inference_input_type = TF.int8
+        converter.inference_output_type = TF.int8
+    converter.optimizations = list(opts)
+    try:
+        return converter.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises many kinds
+        raise UnsupportedError(f"TFLite conversion with '{pipeline.spec}' failed: {_one_line(exc)}") from exc

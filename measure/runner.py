@@ -1,0 +1,264 @@
+"""Measure one configuration and its uncompressed baseline, end to end, into dataset rows.
+
+resolve model -> profile -> data -> compress + convert (config and baseline) -> the device's
+agent times both interleaved, evaluates, reads energy -> a fresh process per model reads
+peak memory -> two rows with provenance.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import platform
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import advisor
+from advisor import fingerprint
+from advisor.errors import OptionError
+from advisor.store import SCHEMA_VERSION, config_id, utc_now_iso
+from advisor.techniques import Pipeline
+from measure.compress import FinetuneSettings, TrainData
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """Everything besides model, technique and device that defines a configuration."""
+
+    input_size: int | None = None
+    width: float | None = None
+    num_classes: int | None = None
+    threads: int = 1
+    dataset: str | None = None
+    data_root: str | None = None
+    eval_samples: int = 500
+    finetune_epochs: int = 1
+    finetune_samples: int = 1024
+    energy: bool = True
+    idle_s: float = 2.0
+    seed: int = 0
+    # The timing rule (see measure.timing.TimingPolicy).
+    rel_ci: float = 0.05
+    min_runs: int = 10
+    max_runs: int = 2000
+    time_cap_s: float = 30.0
+    min_rounds: int = 5
+    max_rounds: int = 40
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.threads >= 1, f"--threads must be at least 1, got {self.threads}"),
+            (self.eval_samples >= 1, f"--eval-samples must be at least 1, got {self.eval_samples}"),
+            (self.input_size is None or self.input_size >= 8, f"--input-size too small: {self.input_size}"),
+            (self.width is None or 0 < self.width <= 4, f"--width must be in (0, 4], got {self.width}"),
+            (0 < self.rel_ci < 1, f"the interval target must be in (0, 1), got {self.rel_ci}"),
+            (1 <= self.min_runs <= self.max_runs, "min runs must be at least 1 and at most max runs"),
+            (self.time_cap_s > 0, "the time cap must be positive"),
+            (self.finetune_epochs >= 1, "fine-tuning needs at least one epoch"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise OptionError(message)
+
+    def policy(self) -> dict:
+        return {"rel_ci": self.rel_ci, "min_runs": self.min_runs, "max_runs": self.max_runs,
+                "time_cap_s": self.time_cap_s, "min_rounds": self.min_rounds, "max_rounds": self.max_rounds}
+
+
+@dataclass
+class Measurement:
+    """The rows of one measurement: the configuration and, unless it is `none`, its baseline."""
+
+    row: dict
+    baseline: dict | None
+    notes: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[dict]:
+        return [r for r in (self.baseline, self.row) if r is not None]
+
+
+def _library_versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "compression-advisor": advisor.__version__}
+    for dist in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _settings_key(settings: MeasureSettings, resolved, finetune: str) -> dict:
+    """The settings that make a configuration distinct (and so enter its config id)."""
+    return {"input_size": resolved.input_size, "width": resolved.width, "num_classes": resolved.num_classes,
+            "threads": settings.threads, "dataset": settings.dataset, "finetune": finetune,
+            "eval_samples": settings.eval_samples if settings.dataset else None,
+            "finetune_epochs": settings.finetune_epochs if finetune != "none" else None}
+
+
+def _gzip_size(data: bytes) -> int:
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def measure(model: str, technique: str, device, settings: MeasureSettings = MeasureSettings(),
+            progress: Progress | None = None) -> Measurement:
+    """Compress, convert and measure `model` under `technique` and under `none`, interleaved.
+
+    Raises:
+        AdvisorError subclasses for every input the user can get wrong.
+    """
+    from measure import datasets as ds_mod
+    from measure.compress import Compressed, compress, convert
+    from measure.loading import resolve_model
+    from measure.profiling import profile_model
+    from measure.quality import topk_metrics
+
+    say = progress or (lambda _msg: None)
+    pipeline = Pipeline.parse(technique)
+    say(f"resolving model {model}")
+    num_classes = settings.num_classes
+    data = None
+    if settings.dataset:
+        say(f"loading dataset {settings.dataset}")
+        data = ds_mod.load_dataset(settings.dataset, data_root=settings.data_root, seed=settings.seed)
+        num_classes = num_classes or data.num_classes
+    resolved = resolve_model(model, input_size=settings.input_size, width=settings.width,
+                             num_classes=num_classes, seed=settings.seed)
+    if resolved.kind == "tflite" and not pipeline.is_baseline:
+        raise OptionError(f"a .tflite file is measured as it is: technique must be 'none', not '{pipeline.spec}' "
+                          "(give the Keras model to compress it)")
+
+    notes = list(resolved.notes)
+    work = Path(tempfile.mkdtemp(prefix="advisor-measure-"))
+    profile = None
+    if resolved.keras_model is not None:
+        kmodel = resolved.keras_model
+        profile = profile_model(kmodel, model=resolved.key, family=resolved.family, domain=resolved.domain)
+        input_shape = tuple(int(d) for d in kmodel.inputs[0].shape[1:])
+        input_dtype = kmodel.inputs[0].dtype.name
+        model_classes = int(kmodel.outputs[0].shape[-1])
+        fitted = None
+        if data is not None:
+            fitted = ds_mod.fit_to_model(data, input_shape, input_dtype, model_classes=model_classes)
+        if fitted is not None:
+            train = TrainData(fitted.x_train, fitted.y_train, f"dataset:{fitted.name}")
+        else:
+            rnd = ds_mod.random_dataset(input_shape, input_dtype, model_classes,
+                                        n=min(256, settings.finetune_samples), seed=settings.seed)
+            train = TrainData(rnd.x_train, rnd.y_train, "random")
+        representative = ds_mod.representative_samples(
+            fitted if fitted is not None else ds_mod.Dataset(
+                "random", "other", train.x, train.y, train.x, train.y, model_classes, (), "random"),
+            n=100, seed=settings.seed)
+        ft = FinetuneSettings(epochs=settings.finetune_epochs, max_samples=settings.finetune_samples)
+        say("converting the baseline")
+        base_bytes = convert(Compressed(kmodel, Pipeline.parse("none"), "none"), None)
+        if pipeline.is_baseline:
+            cfg_bytes, finetune = base_bytes, "none"
+        else:
+            say(f"applying {pipeline.spec}" + (" (fine-tuning)" if pipeline.needs_finetune else ""))
+            compressed = compress(kmodel, pipeline, train if pipeline.needs_finetune else None, ft)
+            notes += compressed.notes
+            finetune = compressed.finetune
+            say("converting the compressed model")
+            cfg_bytes = convert(compressed, representative)
+        eval_x = fitted.x_test[: settings.eval_samples] if fitted is not None else None
+        eval_y = fitted.y_test[: settings.eval_samples] if fitted is not None else None
+    else:
+        cfg_bytes = base_bytes = Path(resolved.tflite_path).read_bytes()
+        finetune = "none"
+        eval_x = eval_y = None
+        if data is not None:
+            raise OptionError("evaluating a .tflite file on a dataset is not supported yet: "
+                              "give the Keras model, or drop --data")
+
+    (work / "baseline.tflite").write_bytes(base_bytes)
+    (work / "config.tflite").write_bytes(cfg_bytes)
+    models = [{"label": "baseline", "path": str(work / "baseline.tflite")}]
+    if not pipeline.is_baseline:
+        models.append({"label": "config", "path": str(work / "config.tflite")})
+    job = {"models": models, "threads": settings.threads, "policy": settings.policy(),
+           "energy": settings.energy, "idle_s": settings.idle_s}
+    if eval_x is not None:
+        np.savez(work / "eval.npz", x=eval_x)
+        job["eval"] = {"npz": str(work / "eval.npz"), "max_samples": settings.eval_samples}
+    say("timing on the device (interleaved rounds)" + (" and evaluating" if eval_x is not None else ""))
+    result = device.run(work, job)
+    say("reading peak memory")
+    mems = {m["label"]: device.memory(Path(m["path"]), settings.threads) for m in models}
+
+    versions = _library_versions()
+    versions["interpreter"] = result.get("interpreter")
+    fp = result.get("fingerprint") or fingerprint.collect_fingerprint()
+    device_id = getattr(device, "device_id", device.name)
+
+    def row(label: str, spec: str, blob: bytes, fin: str) -> dict:
+        r = result["results"][label]
+        stats, mem, en = r["stats"], mems[label], r.get("energy") or {}
+        key = _settings_key(settings, resolved, fin)
+        out = {
+            "schema_version": SCHEMA_VERSION, "config_id": config_id(resolved.key, spec, device_id, key),
+            "status": "ok", "source": "measured",
+            "model": resolved.key, "model_kind": "file" if resolved.kind != "zoo" else "zoo",
+            "family": resolved.family, "domain": resolved.domain, "input_size": resolved.input_size,
+            "width": resolved.width, "weights": resolved.weights,
+            "profile_digest": profile.digest if profile else None,
+            "macs": profile.macs if profile else None, "params": profile.params if profile else None,
+            "technique": spec, "finetune": fin, "device": device_id, "threads": settings.threads,
+            "settings_json": json.dumps({**key, "policy": settings.policy()}, sort_keys=True),
+            "dataset": settings.dataset,
+            "size_bytes": len(blob), "size_gzip_bytes": _gzip_size(blob),
+            "peak_memory_bytes": mem.get("peak_memory_bytes"), "arena_bytes": mem.get("arena_bytes"),
+            "latency_ms_mean": stats["mean"], "latency_ms_median": stats["round_median"],
+            "latency_ms_p90": stats["p90"], "latency_ms_min": stats["min"],
+            "latency_ci95_halfwidth_rel": stats["ci95_halfwidth_rel"], "latency_runs": stats["runs"],
+            "latency_rule_met": bool(stats["rule_met"]), "latency_rounds_ms": stats["rounds_ms"],
+            "latency_round_spread_rel": stats["round_spread_rel"], "latency_raw_ms": r["raw_ms"],
+            "energy_mj": en.get("energy_mj"), "energy_note": en.get("note"), "energy_sensor": en.get("sensor"),
+            "idle_power_w": en.get("idle_power_w"), "active_power_w": en.get("active_power_w"),
+            "fingerprint_id": fingerprint.fingerprint_id(fp), "cpu_model": fp.get("cpu_model"),
+            "logical_cpus": fp.get("logical_cpus"), "machine": fp.get("machine"), "os": fp.get("os"),
+            "accelerator": fp.get("accelerator"), "versions_json": json.dumps(versions, sort_keys=True),
+            "tool_version": advisor.__version__, "measured_at": utc_now_iso(),
+            "notes": "; ".join(notes) or None,
+        }
+        if "topk" in r and eval_y is not None:
+            topk = np.asarray(r["topk"])
+            metrics = topk_metrics(eval_y[: len(topk)], topk, resolved.num_classes)
+            out.update({k: metrics.get(k) for k in ("top1", "top5", "precision", "recall", "f1")})
+            out["eval_samples"] = int(metrics["n"])
+        return out
+
+    base_row = row("baseline", "none", base_bytes, "none")
+    if pipeline.is_baseline:
+        return Measurement(base_row, None, notes)
+    cfg_row = row("config", pipeline.spec, cfg_bytes, finetune)
+    cfg_row["baseline_config_id"] = base_row["config_id"]
+    cfg_row["latency_ratio_to_baseline"] = result["results"]["config"].get("ratio_to_first")
+    if cfg_row.get("top1") is not None and base_row.get("top1") is not None:
+        cfg_row["accuracy_delta_pp"] = (cfg_row["top1"] - base_row["top1"]) * 100.0
+    return Measurement(cfg_row, base_row, notes)
+
+
+def failure_row(model: str, technique: str, device_id: str, settings: MeasureSettings, error: str,
+                family: str = "unknown", domain: str = "other") -> dict:
+    """A row recording that a configuration failed, so campaigns skip or retry it knowingly."""
+    fp = fingerprint.collect_fingerprint()
+    key = {"input_size": settings.input_size, "width": settings.width, "num_classes": settings.num_classes,
+           "threads": settings.threads, "dataset": settings.dataset}
+    return {
+        "schema_version": SCHEMA_VERSION, "config_id": config_id(model, technique, device_id, key),
+        "status": "failed", "error": error[:1000], "source": "measured", "model": model, "model_kind": "zoo",
+        "family": family, "domain": domain, "technique": technique, "device": device_id,
+        "threads": settings.threads, "input_size": settings.input_size, "width": settings.width,
+        "settings_json": json.dumps({k: v for k, v in asdict(settings).items()}, sort_keys=True, default=str),
+        "dataset": settings.dataset, "fingerprint_id": fingerprint.fingerprint_id(fp),
+        "cpu_model": fp.get("cpu_model"), "tool_version": advisor.__version__, "measured_at": utc_now_iso(),
+    }

@@ -1,0 +1,58 @@
+"""Shared fixtures. TensorFlow costs ~9 s to import: it is imported once, lazily, per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATASETS = Path(os.environ.get("ADVISOR_DATA_ROOT", REPO.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def tf():
+    """The TensorFlow module (imported once for the whole session)."""
+    from measure._tf import tf as _tf
+
+    return _tf()
+
+
+@pytest.fixture(scope="session")
+def keras(tf):
+    from measure._tf import keras as _keras
+
+    return _keras()
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn(keras):
+    """A real, tiny, trained-for-nothing CNN: 32x32x3 input, 10 classes, a few layers."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(16, 1, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(10, activation="softmax")(x)
+    model = keras.Model(inp, out, name="tiny_cnn")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The offline datasets beside the checkout; tests needing them skip with a reason when absent."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"../shared/datasets not present at {SHARED_DATASETS} (only in the project's workspace)")
+    return SHARED_DATASETS

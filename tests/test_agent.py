@@ -1,0 +1,64 @@
+"""The measurement agent, run for real in a subprocess on real converted models."""
+
+import json
+
+import numpy as np
+import pytest
+
+from measure.devices import DeviceError, LocalDevice, parse_agent_output
+
+
+def test_parse_agent_output_takes_the_last_json_line():
+    out = 'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n{"a": 1}\n'
+    assert parse_agent_output(out) == {"a": 1}
+    with pytest.raises(DeviceError, match="no JSON"):
+        parse_agent_output("Segmentation fault\n")
+    with pytest.raises(DeviceError, match="not valid JSON"):
+        parse_agent_output('{"a": \n')
+
+
+@pytest.fixture(scope="module")
+def tflite_pair(tmp_path_factory, tiny_cnn):
+    from advisor.techniques import Pipeline
+    from measure.compress import Compressed, convert
+
+    d = tmp_path_factory.mktemp("agent")
+    rep = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype("float32")
+    (d / "a.tflite").write_bytes(convert(Compressed(tiny_cnn, Pipeline.parse("none"), "none"), None))
+    (d / "b.tflite").write_bytes(convert(Compressed(tiny_cnn, Pipeline.parse("ptq-int8"), "none"), rep))
+    np.savez(d / "eval.npz", x=rep)
+    return d
+
+
+@pytest.mark.tf
+def test_agent_times_interleaved_and_evaluates(tflite_pair):
+    job = {"models": [{"label": "baseline", "path": str(tflite_pair / "a.tflite")},
+                      {"label": "config", "path": str(tflite_pair / "b.tflite")}],
+           "threads": 1, "policy": {"min_rounds": 3, "max_rounds": 4, "time_cap_s": 5.0},
+           "eval": {"npz": str(tflite_pair / "eval.npz"), "max_samples": 6}}
+    out = LocalDevice().run(tflite_pair, job)
+    json.dumps(out)  # JSON all the way
+    assert out["interpreter"]["name"] == "ai-edge-litert"
+    for label in ("baseline", "config"):
+        r = out["results"][label]
+        assert r["stats"]["runs"] == len(r["raw_ms"]) >= 3
+        assert len(r["stats"]["rounds_ms"]) >= 3
+        assert len(r["topk"]) == 6 and len(r["topk"][0]) == 5
+        assert r["energy"]["energy_mj"] is None and "no energy sensor" in r["energy"]["note"]
+    assert out["results"]["config"]["ratio_to_first"] > 0
+    assert out["results"]["config"]["input_dtype"] == "int8"
+    # the same model ranks the same classes whatever the interpreter's input type
+    assert out["results"]["baseline"]["topk"][0][0] == out["results"]["baseline"]["topk"][0][0]
+
+
+@pytest.mark.tf
+def test_agent_reads_peak_memory_in_a_fresh_process(tflite_pair):
+    mem = LocalDevice().memory(tflite_pair / "a.tflite", threads=1, runs=2)
+    assert mem["peak_memory_bytes"] > mem["process_baseline_bytes"] > 0
+    assert mem["arena_bytes"] is None or mem["arena_bytes"] >= 0
+
+
+def test_agent_failure_is_a_device_error(tmp_path):
+    (tmp_path / "bad.tflite").write_bytes(b"not a flatbuffer")
+    with pytest.raises(DeviceError, match="agent failed"):
+        LocalDevice().memory(tmp_path / "bad.tflite", threads=1)

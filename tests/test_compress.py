@@ -1,0 +1,84 @@
+"""Every technique applied for real to a tiny Keras model, converted, and run in LiteRT."""
+
+import numpy as np
+import pytest
+
+from advisor.errors import UnsupportedError
+from advisor.techniques import Pipeline
+
+pytestmark = pytest.mark.tf
+
+
+@pytest.fixture(scope="module")
+def train_data(tiny_cnn):
+    from measure.compress import TrainData
+
+    rng = np.random.default_rng(0)
+    return TrainData(rng.uniform(0, 1, (64, 32, 32, 3)).astype("float32"), rng.integers(0, 10, 64), "random")
+
+
+def _run_tflite(blob, x):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=blob)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    if inp["dtype"] == np.int8:
+        scale, zero = inp["quantization"]
+        x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+    return inp, it.get_tensor(out["index"])
+
+
+def _compress_convert(model, spec, data):
+    from measure.compress import compress, convert
+
+    pipeline = Pipeline.parse(spec)
+    c = compress(model, pipeline, data if pipeline.needs_finetune else None)
+    return c, convert(c, data.x)
+
+
+@pytest.mark.parametrize("spec", ["none", "ptq-dynamic", "ptq-float16", "ptq-int8", "prune:0.8", "prune-2:4",
+                                  "cluster:8", "qat-int8", "prune:0.5+ptq-int8", "cluster:8+ptq-dynamic"])
+def test_technique_converts_and_runs(tiny_cnn, train_data, spec):
+    c, blob = _compress_convert(tiny_cnn, spec, train_data)
+    assert blob[4:8] == b"TFL3"  # a real flatbuffer
+    inp, y = _run_tflite(blob, train_data.x[:1])
+    assert y.shape == (1, 10)
+    full_int = spec.endswith("int8")
+    assert (inp["dtype"] == np.int8) == full_int
+    assert c.finetune == ("random" if Pipeline.parse(spec).needs_finetune else "none")
+
+
+def test_pruning_reaches_its_sparsity(tiny_cnn, train_data):
+    c, _ = _compress_convert(tiny_cnn, "prune:0.8", train_data)
+    kernels = [ly.kernel.numpy() for ly in c.model.layers if type(ly).__name__ in ("Conv2D", "Dense")]
+    for k in kernels:
+        assert (k == 0).mean() == pytest.approx(0.8, abs=0.02)
+    assert any("pruned" in n for n in c.notes)
+
+
+def test_two_four_pruning_is_structured(tiny_cnn, train_data):
+    c, _ = _compress_convert(tiny_cnn, "prune-2:4", train_data)
+    dense = [ly for ly in c.model.layers if type(ly).__name__ == "Dense"][0]
+    k = dense.kernel.numpy()  # (16 inputs, 10 units): groups of 4 along the input dimension
+    groups = (k.T.reshape(-1, 4) == 0).sum(axis=1)
+    assert (groups >= 2).all()
+
+
+def test_clustering_limits_distinct_weights(tiny_cnn, train_data):
+    c, _ = _compress_convert(tiny_cnn, "cluster:4", train_data)
+    conv = [ly for ly in c.model.layers if type(ly).__name__ == "Conv2D"][-1]
+    assert len(np.unique(conv.kernel.numpy())) <= 4
+
+
+def test_unsupported_layer_is_a_clear_error(keras, train_data):
+    from measure.compress import TrainData
+
+    inp = keras.Input((8,))
+    out = keras.layers.Lambda(lambda t: t * 2.0)(inp)  # no weights: nothing to prune
+    model = keras.Model(inp, out)
+    data = TrainData(np.zeros((4, 8), "float32"), np.zeros(4, "int64"), "random")
+    with pytest.raises(UnsupportedError, match="no layer that supports it"):
+        _compress_convert(model, "prune:0.5", data)
