@@ -185,7 +185,7 @@ def measure(
     if save:
         from advisor.store import Store
 
-        saved = str(Store(store).append(result.rows()))
+        saved = str(result.save(Store(store)))
     row, base = result.row, result.baseline
     out = {"model": row["model"], "technique": row["technique"], "device": row["device"],
            "threads": row["threads"], "weights": row["weights"], "finetune": row["finetune"],

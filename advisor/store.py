@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from advisor.errors import StoreError
+from advisor.profile import ModelProfile
 
 SCHEMA_VERSION = 1
 
@@ -432,6 +433,24 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write a whole file atomically: temp file beside it, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
 def _write_atomic(directory: Path, table: pa.Table) -> Path:
     """Write `table` as a new shard: temp file, fsync, rename. Returns the shard path."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -596,6 +615,20 @@ class Store:
     def __len__(self) -> int:
         """The number of distinct configurations stored."""
         return len(self.read())
+
+    # Profiles: the per-layer structure behind each row's `profile_digest`, one JSON file each,
+    # so the predictor can featurise rows without rebuilding any model.
+    def put_profile(self, profile: ModelProfile) -> Path:
+        """Store a model profile under its digest (idempotent)."""
+        path = self.root / "profiles" / f"{profile.digest}.json"
+        if not path.exists():
+            write_bytes_atomic(path, profile.to_json().encode())
+        return path
+
+    def get_profile(self, digest: str) -> ModelProfile | None:
+        """The profile stored under `digest`, or None."""
+        path = self.root / "profiles" / f"{digest}.json"
+        return ModelProfile.load(path) if path.exists() else None
 
     def compact(self) -> Path | None:
         """Merge every readable shard into one new, de-duplicated shard; returns it (None if no shards).

@@ -20,7 +20,8 @@ import numpy as np
 import advisor
 from advisor import fingerprint
 from advisor.errors import OptionError
-from advisor.store import SCHEMA_VERSION, config_id, utc_now_iso
+from advisor.profile import ModelProfile
+from advisor.store import SCHEMA_VERSION, Store, config_id, utc_now_iso
 from advisor.techniques import Pipeline
 from measure.compress import FinetuneSettings, TrainData
 
@@ -78,6 +79,13 @@ class Measurement:
     row: dict
     baseline: dict | None
     notes: list[str] = field(default_factory=list)
+    profile: ModelProfile | None = None
+
+    def save(self, store: Store) -> Path:
+        """Append the rows (and keep the profile they refer to) in `store`."""
+        if self.profile is not None:
+            store.put_profile(self.profile)
+        return store.append(self.rows())
 
     def rows(self) -> list[dict]:
         return [r for r in (self.baseline, self.row) if r is not None]
@@ -128,7 +136,8 @@ def measure(model: str, technique: str, device, settings: MeasureSettings = Meas
     if settings.dataset:
         say(f"loading dataset {settings.dataset}")
         data = ds_mod.load_dataset(settings.dataset, data_root=settings.data_root, seed=settings.seed)
-        num_classes = num_classes or data.num_classes
+        if not Path(model).exists():  # a zoo or sampled network gets the dataset's classifier
+            num_classes = num_classes or data.num_classes
     resolved = resolve_model(model, input_size=settings.input_size, width=settings.width,
                              num_classes=num_classes, seed=settings.seed)
     if resolved.kind == "tflite" and not pipeline.is_baseline:
@@ -238,13 +247,13 @@ def measure(model: str, technique: str, device, settings: MeasureSettings = Meas
 
     base_row = row("baseline", "none", base_bytes, "none")
     if pipeline.is_baseline:
-        return Measurement(base_row, None, notes)
+        return Measurement(base_row, None, notes, profile)
     cfg_row = row("config", pipeline.spec, cfg_bytes, finetune)
     cfg_row["baseline_config_id"] = base_row["config_id"]
     cfg_row["latency_ratio_to_baseline"] = result["results"]["config"].get("ratio_to_first")
     if cfg_row.get("top1") is not None and base_row.get("top1") is not None:
         cfg_row["accuracy_delta_pp"] = (cfg_row["top1"] - base_row["top1"]) * 100.0
-    return Measurement(cfg_row, base_row, notes)
+    return Measurement(cfg_row, base_row, notes, profile)
 
 
 def failure_row(model: str, technique: str, device_id: str, settings: MeasureSettings, error: str,
