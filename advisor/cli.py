@@ -224,6 +224,45 @@ def _print_measurement(out: dict) -> None:
         typer.echo(f"  saved to {out['saved_to']}")
 
 
+@app.command()
+def campaign(
+    plan: Annotated[Path, typer.Argument(help="Plan file (TOML or YAML): models x techniques x settings.")],
+    store: Annotated[Path, typer.Option(help="Dataset store folder.")] = DEFAULT_STORE,
+    limit: Annotated[Optional[int], typer.Option(help="Measure at most this many configurations now.")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Measure failed ones again.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and count; measure nothing.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a measurement campaign; resumes where it stopped (finished configurations are skipped)."""
+    from advisor.store import Store
+    from measure.campaign import load_plan, plan_summary, run_campaign
+
+    loaded = load_plan(plan)
+    if dry_run:
+        summary = plan_summary(loaded)
+        if as_json:
+            _emit(summary)
+        else:
+            typer.echo(f"{summary['name']}: {summary['configurations']} configurations of {summary['models']} "
+                       f"models on {summary['device']}")
+            for k, v in summary["by_technique"].items():
+                typer.echo(f"  {k:<28} {v}")
+        return
+    report = run_campaign(loaded, store=Store(store), limit=limit, retry_failed=retry_failed,
+                          progress=not quiet)
+    out = report.to_dict()
+    if as_json:
+        _emit(out)
+    else:
+        typer.echo(f"{loaded.name}: measured {out['measured']}, skipped {out['skipped']} (already stored), "
+                   f"failed {out['failed']}, remaining {out['remaining']} in {out['elapsed_s']:.0f} s")
+        for f in out.get("failures", [])[:10]:
+            typer.echo(f"  failed: {f}")
+    if report.interrupted:
+        raise typer.Exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every user error is one line on stderr and exit code 2."""
     try:

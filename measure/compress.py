@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from advisor.errors import UnsupportedError
-from advisor.techniques import Cluster, Pipeline, Prune, Technique
+from advisor.techniques import Cluster, Pipeline, Technique
 from measure._tf import keras, tf, tfmot
 
 
@@ -165,18 +165,28 @@ def _apply_qat(model, step: Technique, data: TrainData, settings: FinetuneSettin
         scheme, how = combine.Default8BitPrunePreserveQuantizeScheme(), "prune-preserving QAT"
     else:
         scheme, how = quant.default_8bit.Default8BitQuantizeScheme(), "QAT"
-    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
-    annotated, names = _clone_wrapping(
-        model, lambda ly: registry.supports(ly), quant.quantize_annotate_layer, step.spec)
+    # Whole-model annotation first: quantize_apply then folds Conv+BatchNorm and quantizes the
+    # graph end to end. Only if the model holds layers the scheme cannot take, annotate the
+    # supported layers alone (the rest stays float, with (de)quantize ops around it: slower).
     try:
         with quant.quantize_scope():
-            qat_model = quant.quantize_apply(annotated, scheme)
-    except Exception as exc:  # noqa: BLE001
-        raise UnsupportedError(f"{step.spec} failed on model '{model.name}': {_one_line(exc)}") from exc
+            qat_model = quant.quantize_apply(quant.quantize_annotate_model(model), scheme)
+        names, partial = [ly.name for ly in model.layers if ly.weights], False
+    except Exception:  # noqa: BLE001 - tfmot raises RuntimeError/ValueError for unsupported layers
+        registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+        annotated, names = _clone_wrapping(
+            model, lambda ly: registry.supports(ly), quant.quantize_annotate_layer, step.spec)
+        try:
+            with quant.quantize_scope():
+                qat_model = quant.quantize_apply(annotated, scheme)
+        except Exception as exc:  # noqa: BLE001
+            raise UnsupportedError(f"{step.spec} failed on model '{model.name}': {_one_line(exc)}") from exc
+        partial = True
     _fit(qat_model, data, settings, ctx)
-    skipped = len([ly for ly in model.layers if ly.weights]) - len([n for n in names])
-    ctx["notes"].append(f"{step.spec}: {how} on {len(names)} layers"
-                        + (f", {skipped} weighted layers left in float (unsupported)" if skipped > 0 else ""))
+    skipped = len([ly for ly in model.layers if ly.weights]) - len(names)
+    ctx["notes"].append(f"{step.spec}: {how} on {'supported layers only, ' if partial else 'the whole model, '}"
+                        f"{len(names)} layers"
+                        + (f"; {skipped} weighted layers left in float (unsupported)" if skipped > 0 else ""))
     ctx["qat"] = True
     return qat_model
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import platform
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,13 +20,16 @@ import numpy as np
 
 import advisor
 from advisor import fingerprint
-from advisor.errors import OptionError
+from advisor.errors import AdvisorError, OptionError
 from advisor.profile import ModelProfile
 from advisor.store import SCHEMA_VERSION, Store, config_id, utc_now_iso
 from advisor.techniques import Pipeline
 from measure.compress import FinetuneSettings, TrainData
 
 Progress = Callable[[str], None]
+
+#: ResolvedModel.kind -> the row's model_kind.
+MODEL_KINDS = {"zoo": "zoo", "sampled": "sampled", "file": "file", "tflite": "file"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,24 @@ def measure(model: str, technique: str, device, settings: MeasureSettings = Meas
     Raises:
         AdvisorError subclasses for every input the user can get wrong.
     """
+    outcome = measure_many(model, [technique], device, settings, progress)[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def measure_many(model: str, techniques: list[str], device, settings: MeasureSettings = MeasureSettings(),
+                 progress: Progress | None = None) -> list[Measurement | AdvisorError]:
+    """Measure one model under several techniques in one interleaved device run.
+
+    The model is built, profiled and converted uncompressed once; every technique is applied to
+    it in turn, and the baseline and all compressed models are timed together in the same
+    rounds (A B C ... A B C ...), so every ratio to the baseline is drift-free. A technique that
+    fails (unsupported layer, conversion error) yields its error in its place; the others go on.
+
+    Raises:
+        AdvisorError subclasses for errors that concern the model or settings as a whole.
+    """
     from measure import datasets as ds_mod
     from measure.compress import Compressed, compress, convert
     from measure.loading import resolve_model
@@ -129,7 +151,7 @@ def measure(model: str, technique: str, device, settings: MeasureSettings = Meas
     from measure.quality import topk_metrics
 
     say = progress or (lambda _msg: None)
-    pipeline = Pipeline.parse(technique)
+    pipelines = [Pipeline.parse(t) for t in techniques]
     say(f"resolving model {model}")
     num_classes = settings.num_classes
     data = None
@@ -140,13 +162,16 @@ def measure(model: str, technique: str, device, settings: MeasureSettings = Meas
             num_classes = num_classes or data.num_classes
     resolved = resolve_model(model, input_size=settings.input_size, width=settings.width,
                              num_classes=num_classes, seed=settings.seed)
-    if resolved.kind == "tflite" and not pipeline.is_baseline:
-        raise OptionError(f"a .tflite file is measured as it is: technique must be 'none', not '{pipeline.spec}' "
+    if resolved.kind == "tflite" and any(not p.is_baseline for p in pipelines):
+        spec = next(p.spec for p in pipelines if not p.is_baseline)
+        raise OptionError(f"a .tflite file is measured as it is: technique must be 'none', not '{spec}' "
                           "(give the Keras model to compress it)")
 
-    notes = list(resolved.notes)
-    work = Path(tempfile.mkdtemp(prefix="advisor-measure-"))
     profile = None
+    # label -> (pipeline, tflite bytes, finetune source, notes); failures kept per position
+    blobs: dict[str, tuple[Pipeline, bytes, str, list[str]]] = {}
+    outcomes: list[Measurement | AdvisorError | None] = [None] * len(pipelines)
+    eval_x = eval_y = None
     if resolved.keras_model is not None:
         kmodel = resolved.keras_model
         profile = profile_model(kmodel, model=resolved.key, family=resolved.family, domain=resolved.domain)
@@ -156,66 +181,55 @@ def measure(model: str, technique: str, device, settings: MeasureSettings = Meas
         fitted = None
         if data is not None:
             fitted = ds_mod.fit_to_model(data, input_shape, input_dtype, model_classes=model_classes)
-        if fitted is not None:
             train = TrainData(fitted.x_train, fitted.y_train, f"dataset:{fitted.name}")
+            representative = ds_mod.representative_samples(fitted, n=100, seed=settings.seed)
+            eval_x = fitted.x_test[: settings.eval_samples]
+            eval_y = fitted.y_test[: settings.eval_samples]
         else:
             rnd = ds_mod.random_dataset(input_shape, input_dtype, model_classes,
                                         n=min(256, settings.finetune_samples), seed=settings.seed)
             train = TrainData(rnd.x_train, rnd.y_train, "random")
-        representative = ds_mod.representative_samples(
-            fitted if fitted is not None else ds_mod.Dataset(
-                "random", "other", train.x, train.y, train.x, train.y, model_classes, (), "random"),
-            n=100, seed=settings.seed)
+            representative = ds_mod.representative_samples(rnd, n=100, seed=settings.seed)
         ft = FinetuneSettings(epochs=settings.finetune_epochs, max_samples=settings.finetune_samples)
         say("converting the baseline")
         base_bytes = convert(Compressed(kmodel, Pipeline.parse("none"), "none"), None)
-        if pipeline.is_baseline:
-            cfg_bytes, finetune = base_bytes, "none"
-        else:
+        for i, pipeline in enumerate(pipelines):
+            if pipeline.is_baseline:
+                continue
             say(f"applying {pipeline.spec}" + (" (fine-tuning)" if pipeline.needs_finetune else ""))
-            compressed = compress(kmodel, pipeline, train if pipeline.needs_finetune else None, ft)
-            notes += compressed.notes
-            finetune = compressed.finetune
-            say("converting the compressed model")
-            cfg_bytes = convert(compressed, representative)
-        eval_x = fitted.x_test[: settings.eval_samples] if fitted is not None else None
-        eval_y = fitted.y_test[: settings.eval_samples] if fitted is not None else None
+            try:
+                compressed = compress(kmodel, pipeline, train if pipeline.needs_finetune else None, ft)
+                blob = convert(compressed, representative)
+            except AdvisorError as exc:
+                outcomes[i] = exc
+                continue
+            blobs[f"t{i}"] = (pipeline, blob, compressed.finetune, list(resolved.notes) + compressed.notes)
     else:
-        cfg_bytes = base_bytes = Path(resolved.tflite_path).read_bytes()
-        finetune = "none"
-        eval_x = eval_y = None
+        base_bytes = Path(resolved.tflite_path).read_bytes()
         if data is not None:
             raise OptionError("evaluating a .tflite file on a dataset is not supported yet: "
                               "give the Keras model, or drop --data")
 
-    (work / "baseline.tflite").write_bytes(base_bytes)
-    (work / "config.tflite").write_bytes(cfg_bytes)
-    models = [{"label": "baseline", "path": str(work / "baseline.tflite")}]
-    if not pipeline.is_baseline:
-        models.append({"label": "config", "path": str(work / "config.tflite")})
-    job = {"models": models, "threads": settings.threads, "policy": settings.policy(),
-           "energy": settings.energy, "idle_s": settings.idle_s}
-    if eval_x is not None:
-        np.savez(work / "eval.npz", x=eval_x)
-        job["eval"] = {"npz": str(work / "eval.npz"), "max_samples": settings.eval_samples}
-    say("timing on the device (interleaved rounds)" + (" and evaluating" if eval_x is not None else ""))
-    result = device.run(work, job)
-    say("reading peak memory")
-    mems = {m["label"]: device.memory(Path(m["path"]), settings.threads) for m in models}
+    work = Path(tempfile.mkdtemp(prefix="advisor-measure-"))
+    try:
+        result, mems = _run_on_device(device, work, base_bytes, {k: v[1] for k, v in blobs.items()}, settings,
+                                      eval_x, say)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
     versions = _library_versions()
     versions["interpreter"] = result.get("interpreter")
     fp = result.get("fingerprint") or fingerprint.collect_fingerprint()
     device_id = getattr(device, "device_id", device.name)
 
-    def row(label: str, spec: str, blob: bytes, fin: str) -> dict:
+    def row(label: str, spec: str, blob: bytes, fin: str, row_notes: list[str]) -> dict:
         r = result["results"][label]
         stats, mem, en = r["stats"], mems[label], r.get("energy") or {}
         key = _settings_key(settings, resolved, fin)
         out = {
             "schema_version": SCHEMA_VERSION, "config_id": config_id(resolved.key, spec, device_id, key),
             "status": "ok", "source": "measured",
-            "model": resolved.key, "model_kind": "file" if resolved.kind != "zoo" else "zoo",
+            "model": resolved.key, "model_kind": MODEL_KINDS.get(resolved.kind, "file"),
             "family": resolved.family, "domain": resolved.domain, "input_size": resolved.input_size,
             "width": resolved.width, "weights": resolved.weights,
             "profile_digest": profile.digest if profile else None,
@@ -236,7 +250,7 @@ def measure(model: str, technique: str, device, settings: MeasureSettings = Meas
             "logical_cpus": fp.get("logical_cpus"), "machine": fp.get("machine"), "os": fp.get("os"),
             "accelerator": fp.get("accelerator"), "versions_json": json.dumps(versions, sort_keys=True),
             "tool_version": advisor.__version__, "measured_at": utc_now_iso(),
-            "notes": "; ".join(notes) or None,
+            "notes": "; ".join(row_notes) or None,
         }
         if "topk" in r and eval_y is not None:
             topk = np.asarray(r["topk"])
@@ -245,15 +259,43 @@ def measure(model: str, technique: str, device, settings: MeasureSettings = Meas
             out["eval_samples"] = int(metrics["n"])
         return out
 
-    base_row = row("baseline", "none", base_bytes, "none")
-    if pipeline.is_baseline:
-        return Measurement(base_row, None, notes, profile)
-    cfg_row = row("config", pipeline.spec, cfg_bytes, finetune)
-    cfg_row["baseline_config_id"] = base_row["config_id"]
-    cfg_row["latency_ratio_to_baseline"] = result["results"]["config"].get("ratio_to_first")
-    if cfg_row.get("top1") is not None and base_row.get("top1") is not None:
-        cfg_row["accuracy_delta_pp"] = (cfg_row["top1"] - base_row["top1"]) * 100.0
-    return Measurement(cfg_row, base_row, notes, profile)
+    base_row = row("baseline", "none", base_bytes, "none", list(resolved.notes))
+    for i, pipeline in enumerate(pipelines):
+        if pipeline.is_baseline:
+            outcomes[i] = Measurement(base_row, None, list(resolved.notes), profile)
+            continue
+        label = f"t{i}"
+        if label not in blobs:
+            continue  # its error is already in place
+        _, blob, finetune, notes = blobs[label]
+        cfg_row = row(label, pipeline.spec, blob, finetune, notes)
+        cfg_row["baseline_config_id"] = base_row["config_id"]
+        cfg_row["latency_ratio_to_baseline"] = result["results"][label].get("ratio_to_first")
+        if cfg_row.get("top1") is not None and base_row.get("top1") is not None:
+            cfg_row["accuracy_delta_pp"] = (cfg_row["top1"] - base_row["top1"]) * 100.0
+        outcomes[i] = Measurement(cfg_row, base_row, notes, profile)
+    return [o for o in outcomes if o is not None]
+
+
+def _run_on_device(device, work: Path, base_bytes: bytes, blobs: dict[str, bytes], settings: MeasureSettings,
+                   eval_x, say) -> tuple[dict, dict]:
+    """Write the job's files to `work`, run the agent there, read peak memory per model."""
+    (work / "baseline.tflite").write_bytes(base_bytes)
+    models = [{"label": "baseline", "path": str(work / "baseline.tflite")}]
+    for label, blob in blobs.items():
+        (work / f"{label}.tflite").write_bytes(blob)
+        models.append({"label": label, "path": str(work / f"{label}.tflite")})
+    job = {"models": models, "threads": settings.threads, "policy": settings.policy(),
+           "energy": settings.energy, "idle_s": settings.idle_s}
+    if eval_x is not None:
+        np.savez(work / "eval.npz", x=eval_x)
+        job["eval"] = {"npz": str(work / "eval.npz"), "max_samples": settings.eval_samples}
+    say(f"timing {len(models)} models on the device (interleaved rounds)"
+        + (" and evaluating" if eval_x is not None else ""))
+    result = device.run(work, job)
+    say("reading peak memory")
+    mems = {m["label"]: device.memory(Path(m["path"]), settings.threads) for m in models}
+    return result, mems
 
 
 def failure_row(model: str, technique: str, device_id: str, settings: MeasureSettings, error: str,
@@ -264,7 +306,8 @@ def failure_row(model: str, technique: str, device_id: str, settings: MeasureSet
            "threads": settings.threads, "dataset": settings.dataset}
     return {
         "schema_version": SCHEMA_VERSION, "config_id": config_id(model, technique, device_id, key),
-        "status": "failed", "error": error[:1000], "source": "measured", "model": model, "model_kind": "zoo",
+        "status": "failed", "error": error[:1000], "source": "measured", "model": model,
+        "model_kind": "sampled" if model.startswith("sampled:") else "file" if Path(model).exists() else "zoo",
         "family": family, "domain": domain, "technique": technique, "device": device_id,
         "threads": settings.threads, "input_size": settings.input_size, "width": settings.width,
         "settings_json": json.dumps({k: v for k, v in asdict(settings).items()}, sort_keys=True, default=str),

@@ -1,0 +1,498 @@
+"""Sampled architectures: many more shapes than the named networks, the way nn-Meter and HELP
+sample their model spaces.
+
+An architecture is an `ArchSpec`: a block type and every choice that shapes the network (depth,
+widths, kernels, where it downsamples, input, classes). `sample_arch(block, seed)` draws each
+choice from one seeded `random.Random`, so a name such as `sampled:residual:17` stands for one
+network forever, and `build_arch(spec)` turns a spec into a Keras model with one builder per
+block type. The family of a sampled network is `sampled-<block>`, so a predictor's family split
+can hold out a whole block type.
+
+Importing this module imports neither TensorFlow nor `measure.loading`; `build_arch` and
+`resolve_sampled` do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from advisor.errors import OptionError, UnknownNameError
+from measure.text import TEXT_VOCAB_SIZE
+
+PREFIX = "sampled"
+FAMILY_PREFIX = "sampled-"
+MIN_WIDTH = 8
+
+_NAME = re.compile(r"sampled:(?P<block>[^:]*):(?P<seed>[^:]*)")
+
+
+@dataclass(frozen=True)
+class SampleLimits:
+    """Upper bounds on what `sample_arch` may draw (tests shrink them to get tiny networks).
+
+    Choices above a bound are removed before drawing, so changing the limits changes the spec a
+    seed gives: the canonical `sampled:<block>:<seed>` names always use `DEFAULT_LIMITS`.
+    """
+
+    max_input_size: int = 224
+    max_seq_len: int = 256
+    max_width: int = 256
+    max_depth: int = 16
+
+
+DEFAULT_LIMITS = SampleLimits()
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Everything that shapes one sampled network.
+
+    Widths grow by `width_growth` per stage: for convolutional blocks a stage ends at each
+    stride-2 block; for dense and recurrent blocks every layer is a stage (growth below 1 makes
+    a funnel); attention keeps one width (the residual stream cannot change size).
+    """
+
+    block: str
+    seed: int
+    depth: int  # number of blocks (conv blocks, dense layers, recurrent layers, encoder blocks)
+    base_width: int  # channels of the stem, units of the first layer, or the model dimension
+    width_growth: float
+    input_size: int  # image side in pixels, or sequence length in tokens
+    num_classes: int
+    kernel_sizes: tuple[int, ...] = ()  # per block, convolutional blocks only
+    strides: tuple[int, ...] = ()  # per block (1 or 2), convolutional blocks only
+    stem_stride: int | None = None  # convolutional blocks only
+    input_channels: int | None = None  # image blocks only
+    expansion: int | None = None  # inverted-residual expansion, or attention FFN ratio
+    heads: int | None = None  # attention only
+    embed_dim: int | None = None  # text blocks only
+    vocab_size: int | None = None  # text blocks only
+    width_cap: int = 256  # growth stops here
+
+    def __post_init__(self) -> None:
+        kind = _kind(self.block)
+        if self.depth < 1 or self.base_width < 1 or self.num_classes < 1 or self.input_size < 1:
+            raise OptionError(f"sampled architecture {self.block}: depth, width, input size and classes "
+                              f"must be positive (got {self})")
+        if kind.convolutional and not (len(self.kernel_sizes) == len(self.strides) == self.depth):
+            raise OptionError(f"sampled architecture {self.block}: kernel_sizes and strides need one "
+                              f"entry per block ({self.depth}), got {self.kernel_sizes} and {self.strides}")
+
+    @property
+    def name(self) -> str:
+        """The canonical name, `sampled:<block>:<seed>` (meaningful for default-limit specs)."""
+        return sampled_name(self.block, self.seed)
+
+    @property
+    def family(self) -> str:
+        return FAMILY_PREFIX + self.block
+
+    @property
+    def domain(self) -> str:
+        return _kind(self.block).domain
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The width of each block after growth, within [8, `width_cap`]."""
+        if self.strides:
+            stages = [sum(1 for s in self.strides[: i + 1] if s > 1) for i in range(self.depth)]
+        else:
+            stages = list(range(self.depth))
+        return tuple(max(MIN_WIDTH, min(self.width_cap, int(round(self.base_width * self.width_growth ** s))))
+                     for s in stages)
+
+    def summary(self) -> str:
+        """One line describing the architecture (stored in the rows' notes)."""
+        if self.domain == "text":
+            shape = f"tokens {self.input_size} (vocab {self.vocab_size}, embed {self.embed_dim})"
+        else:
+            shape = f"{self.input_size}x{self.input_size}x{self.input_channels}"
+        parts = [f"{self.name}: {self.depth} {self.block} blocks", f"widths {list(self.widths)}", f"input {shape}"]
+        if self.kernel_sizes:
+            parts.append(f"kernels {list(self.kernel_sizes)}")
+            parts.append(f"strides {list(self.strides)} after a stride-{self.stem_stride} stem")
+        if self.expansion is not None:
+            parts.append(f"expansion {self.expansion}")
+        if self.heads is not None:
+            parts.append(f"{self.heads} heads")
+        parts.append(f"{self.num_classes} classes")
+        return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawing choices
+
+
+def _pick(rng: random.Random, options: Sequence[int], weights: Sequence[float], limit: int | None = None) -> int:
+    """One weighted choice among the options not above `limit` (the smallest if none is)."""
+    allowed = [(o, w) for o, w in zip(options, weights) if limit is None or o <= limit]
+    if not allowed:
+        return min(options)
+    values, kept = zip(*allowed)
+    return rng.choices(values, kept)[0]
+
+
+# Biased toward small inputs and widths so that building and converting stay cheap.
+IMAGE_SIZES = (32, 48, 64, 96, 128, 160, 192, 224)
+_IMAGE_SIZE_WEIGHTS = (8, 6, 6, 5, 3, 2, 1, 1)
+MLP_SIZES = (8, 12, 16, 24, 28, 32)
+_MLP_SIZE_WEIGHTS = (2, 2, 3, 3, 2, 2)
+SEQ_LENS = (16, 24, 32, 48, 64, 96, 128, 192, 256)
+_SEQ_LEN_WEIGHTS = (4, 3, 5, 3, 4, 2, 2, 1, 1)
+_CONV_WIDTHS = (8, 16, 24, 32, 48, 64)
+_CONV_WIDTH_WEIGHTS = (3, 4, 3, 3, 2, 2)
+_GROWTHS = (1.0, 1.25, 1.5, 2.0)
+_KERNELS = (3, 5, 7)
+_KERNEL_WEIGHTS = (6, 3, 1)
+_IMAGE_CLASSES = (10, 100, 1000)
+_TEXT_CLASSES = (2, 5, 20)
+# Per-pixel work budget: the stem width is capped near 6144 / input side, so a 224-pixel input
+# starts at most 24 channels wide and no sample costs many GMACs.
+_STEM_BUDGET = 6144
+
+
+def _sample_conv(block: str, max_depth: int) -> Callable[[random.Random, SampleLimits], dict[str, Any]]:
+    def sample(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+        size = _pick(rng, IMAGE_SIZES, _IMAGE_SIZE_WEIGHTS, limits.max_input_size)
+        channels = rng.choices((1, 3), (1, 3))[0]
+        depth = rng.randint(min(2, limits.max_depth), min(max_depth, limits.max_depth))
+        width = _pick(rng, _CONV_WIDTHS, _CONV_WIDTH_WEIGHTS,
+                      min(limits.max_width, max(16, _STEM_BUDGET // size)))
+        growth = rng.choice(_GROWTHS)
+        stem_stride = 2 if size >= 96 else rng.choice((1, 2))
+        # Downsample at most until a 2x2 map is left.
+        max_down = min(depth, max(0, int(math.log2(math.ceil(size / stem_stride) / 2))))
+        n_down = rng.randint(min(1, max_down), max_down)
+        down = set(rng.sample(range(depth), n_down))
+        out: dict[str, Any] = {
+            "input_size": size, "input_channels": channels, "depth": depth, "base_width": width,
+            "width_growth": growth, "stem_stride": stem_stride,
+            "strides": tuple(2 if i in down else 1 for i in range(depth)),
+            "kernel_sizes": tuple(rng.choices(_KERNELS, _KERNEL_WEIGHTS)[0] for _ in range(depth)),
+            "num_classes": rng.choices(_IMAGE_CLASSES, (5, 3, 2))[0],
+        }
+        if block == "inverted_residual":
+            out["expansion"] = rng.choice((1, 2, 3, 4, 6))
+        return out
+
+    return sample
+
+
+def _sample_dense(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    return {
+        "input_size": _pick(rng, MLP_SIZES, _MLP_SIZE_WEIGHTS, limits.max_input_size),
+        "input_channels": rng.choices((1, 3), (1, 1))[0],
+        "depth": rng.randint(min(2, limits.max_depth), min(8, limits.max_depth)),
+        "base_width": _pick(rng, (16, 32, 64, 128, 256), (2, 3, 3, 2, 1), limits.max_width),
+        "width_growth": rng.choice((0.5, 0.75, 1.0)),
+        "num_classes": rng.choices(_IMAGE_CLASSES, (5, 3, 2))[0],
+    }
+
+
+def _sample_recurrent(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    return {
+        "input_size": _pick(rng, SEQ_LENS, _SEQ_LEN_WEIGHTS, limits.max_seq_len),
+        "depth": rng.randint(1, min(3, limits.max_depth)),
+        "embed_dim": _pick(rng, (16, 32, 64, 128), (2, 3, 3, 1), limits.max_width),
+        "base_width": _pick(rng, (8, 16, 32, 64, 128, 256), (1, 2, 3, 3, 2, 1), limits.max_width),
+        "width_growth": rng.choice((0.5, 1.0)),
+        "vocab_size": TEXT_VOCAB_SIZE,
+        "num_classes": rng.choice(_TEXT_CLASSES),
+    }
+
+
+def _sample_attention(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    d_model = _pick(rng, (16, 32, 64, 128, 256), (2, 3, 3, 2, 1), limits.max_width)
+    # Heads that leave each at least 8 dimensions.
+    heads = rng.choice([h for h in (1, 2, 4, 8) if d_model // h >= 8])
+    return {
+        "input_size": _pick(rng, SEQ_LENS, _SEQ_LEN_WEIGHTS, limits.max_seq_len),
+        "depth": rng.randint(1, min(6, limits.max_depth)),
+        "base_width": d_model, "embed_dim": d_model, "width_growth": 1.0, "heads": heads,
+        "expansion": rng.choice((1, 2, 4)),
+        "vocab_size": TEXT_VOCAB_SIZE,
+        "num_classes": rng.choice(_TEXT_CLASSES),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def _conv_bn_relu(keras: Any, x: Any, filters: int, kernel: int, stride: int, name: str,
+                  relu: bool = True) -> Any:
+    layers = keras.layers
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _image_input(keras: Any, spec: ArchSpec) -> Any:
+    return keras.Input(shape=(spec.input_size, spec.input_size, spec.input_channels), name="image")
+
+
+def _classifier_2d(keras: Any, x: Any, spec: ArchSpec, inputs: Any) -> Any:
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    out = keras.layers.Dense(spec.num_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, out, name=f"sampled_{spec.block}_{spec.seed}")
+
+
+def _conv_body(block_fn: Callable[..., Any]) -> Callable[[Any, ArchSpec], Any]:
+    """A builder: stem, then `block_fn(keras, x, width, kernel, stride, name)` per block, then a classifier."""
+
+    def build(keras: Any, spec: ArchSpec) -> Any:
+        inputs = _image_input(keras, spec)
+        x = _conv_bn_relu(keras, inputs, spec.base_width, 3, spec.stem_stride or 1, "stem")
+        for i, (width, kernel, stride) in enumerate(zip(spec.widths, spec.kernel_sizes, spec.strides)):
+            x = block_fn(keras, x, width, kernel, stride, f"block{i}", spec)
+        return _classifier_2d(keras, x, spec, inputs)
+
+    return build
+
+
+def _plain_block(keras: Any, x: Any, width: int, kernel: int, stride: int, name: str, spec: ArchSpec) -> Any:
+    return _conv_bn_relu(keras, x, width, kernel, stride, name)
+
+
+def _residual_block(keras: Any, x: Any, width: int, kernel: int, stride: int, name: str, spec: ArchSpec) -> Any:
+    layers = keras.layers
+    shortcut = x
+    if stride != 1 or int(x.shape[-1]) != width:
+        shortcut = _conv_bn_relu(keras, x, width, 1, stride, f"{name}_proj", relu=False)
+    y = _conv_bn_relu(keras, x, width, kernel, stride, f"{name}_a")
+    y = _conv_bn_relu(keras, y, width, kernel, 1, f"{name}_b", relu=False)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
+
+
+def _inverted_residual_block(keras: Any, x: Any, width: int, kernel: int, stride: int, name: str,
+                             spec: ArchSpec) -> Any:
+    layers = keras.layers
+    channels = int(x.shape[-1])
+    y = x
+    if (spec.expansion or 1) > 1:
+        y = layers.Conv2D(channels * spec.expansion, 1, use_bias=False, name=f"{name}_expand")(y)
+        y = layers.BatchNormalization(name=f"{name}_expand_bn")(y)
+        y = layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
+    y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(y)
+    y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
+    y = layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
+    y = layers.Conv2D(width, 1, use_bias=False, name=f"{name}_project")(y)
+    y = layers.BatchNormalization(name=f"{name}_project_bn")(y)  # linear bottleneck: no activation
+    if stride == 1 and channels == width:
+        y = layers.Add(name=f"{name}_add")([x, y])
+    return y
+
+
+def _depthwise_separable_block(keras: Any, x: Any, width: int, kernel: int, stride: int, name: str,
+                               spec: ArchSpec) -> Any:
+    layers = keras.layers
+    y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
+    y = layers.ReLU(name=f"{name}_dw_relu")(y)
+    return _conv_bn_relu(keras, y, width, 1, 1, f"{name}_pw")
+
+
+def _build_dense(keras: Any, spec: ArchSpec) -> Any:
+    layers = keras.layers
+    inputs = _image_input(keras, spec)
+    x = layers.Flatten(name="flatten")(inputs)
+    for i, width in enumerate(spec.widths):
+        x = layers.Dense(width, activation="relu", name=f"dense{i}")(x)
+    out = layers.Dense(spec.num_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, out, name=f"sampled_dense_{spec.seed}")
+
+
+def _build_recurrent(cell: str) -> Callable[[Any, ArchSpec], Any]:
+    def build(keras: Any, spec: ArchSpec) -> Any:
+        layers = keras.layers
+        # A fixed batch of 1: the TFLite converter rejects LSTM/GRU with a dynamic batch.
+        tokens = keras.Input(shape=(spec.input_size,), batch_size=1, dtype="int32", name="tokens")
+        x = layers.Embedding(spec.vocab_size, spec.embed_dim, name="embedding")(tokens)
+        for i, width in enumerate(spec.widths):
+            x = getattr(layers, cell)(width, return_sequences=i < spec.depth - 1, name=f"{cell.lower()}{i}")(x)
+        out = layers.Dense(spec.num_classes, activation="softmax", name="classifier")(x)
+        return keras.Model(tokens, out, name=f"sampled_{spec.block}_{spec.seed}")
+
+    return build
+
+
+def _build_attention(keras: Any, spec: ArchSpec) -> Any:
+    from measure.zoo import position_embedding_class
+
+    layers = keras.layers
+    d_model, heads = spec.base_width, spec.heads or 1
+    tokens = keras.Input(shape=(spec.input_size,), dtype="int32", name="tokens")
+    x = layers.Embedding(spec.vocab_size, d_model, name="embedding")(tokens)
+    x = position_embedding_class()(spec.input_size, d_model, name="position_embedding")(x)
+    for i in range(spec.depth):
+        attended = layers.MultiHeadAttention(num_heads=heads, key_dim=d_model // heads,
+                                             name=f"block{i}_attention")(x, x)
+        x = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm1")(
+            layers.Add(name=f"block{i}_add1")([x, attended]))
+        ff = layers.Dense(d_model * (spec.expansion or 1), activation="relu", name=f"block{i}_ffn1")(x)
+        ff = layers.Dense(d_model, name=f"block{i}_ffn2")(ff)
+        x = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm2")(
+            layers.Add(name=f"block{i}_add2")([x, ff]))
+    x = layers.GlobalAveragePooling1D(name="pool")(x)
+    out = layers.Dense(spec.num_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(tokens, out, name=f"sampled_attention_{spec.seed}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+
+
+@dataclass(frozen=True)
+class BlockKind:
+    """One block type: its domain, how its choices are drawn, and how it is built."""
+
+    name: str
+    domain: str  # "image" | "text"
+    sample: Callable[[random.Random, SampleLimits], dict[str, Any]] = dataclasses.field(repr=False)
+    build: Callable[[Any, ArchSpec], Any] = dataclasses.field(repr=False)
+    convolutional: bool = False
+
+
+BLOCKS: dict[str, BlockKind] = {
+    b.name: b
+    for b in (
+        BlockKind("plain", "image", _sample_conv("plain", 12), _conv_body(_plain_block), True),
+        BlockKind("residual", "image", _sample_conv("residual", 16), _conv_body(_residual_block), True),
+        BlockKind("inverted_residual", "image", _sample_conv("inverted_residual", 16),
+                  _conv_body(_inverted_residual_block), True),
+        BlockKind("depthwise_separable", "image", _sample_conv("depthwise_separable", 14),
+                  _conv_body(_depthwise_separable_block), True),
+        BlockKind("dense", "image", _sample_dense, _build_dense),
+        BlockKind("lstm", "text", _sample_recurrent, _build_recurrent("LSTM")),
+        BlockKind("gru", "text", _sample_recurrent, _build_recurrent("GRU")),
+        BlockKind("attention", "text", _sample_attention, _build_attention),
+    )
+}
+
+SAMPLED_BLOCKS: tuple[str, ...] = tuple(BLOCKS)
+
+
+def _kind(block: str) -> BlockKind:
+    try:
+        return BLOCKS[block]
+    except KeyError:
+        raise UnknownNameError("sampled block type", block, SAMPLED_BLOCKS) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def sampled_name(block: str, seed: int) -> str:
+    """The canonical name of a sampled architecture: `sampled:<block>:<seed>`."""
+    _kind(block)
+    return f"{PREFIX}:{block}:{int(seed)}"
+
+
+def is_sampled_name(name: str) -> bool:
+    """Whether `name` is meant as a sampled architecture (starts with `sampled:`); it may still be malformed."""
+    return isinstance(name, str) and name.startswith(PREFIX + ":")
+
+
+def parse_sampled_name(name: str) -> tuple[str, int]:
+    """Split `sampled:<block>:<seed>` into its block type and seed.
+
+    Raises:
+        OptionError: the name is not of that form, or the seed is not a non-negative integer.
+        UnknownNameError: the block type is not one of `SAMPLED_BLOCKS` (close names suggested).
+    """
+    match = _NAME.fullmatch(name.strip()) if isinstance(name, str) else None
+    if match is None:
+        raise OptionError(f"'{name}' is not a sampled architecture name: write sampled:<block>:<seed>, "
+                          f"e.g. sampled:residual:17 (blocks: {', '.join(SAMPLED_BLOCKS)})")
+    block, seed = match["block"], match["seed"]
+    _kind(block)
+    if not seed.isdigit():
+        raise OptionError(f"the seed in '{name}' must be a non-negative integer, got '{seed}'")
+    return block, int(seed)
+
+
+def sample_arch(block: str, seed: int, limits: SampleLimits = DEFAULT_LIMITS) -> ArchSpec:
+    """Draw the architecture `sampled:<block>:<seed>` (deterministic: pure Python, no TensorFlow).
+
+    The generator is `random.Random(f"{block}:{seed}")` rather than `random.Random(seed)`, so
+    that, say, `plain:3` and `residual:3` do not share their depth, width and input draws.
+
+    Args:
+        block: one of `SAMPLED_BLOCKS`.
+        seed: a non-negative integer.
+        limits: upper bounds on the draws; the canonical names use `DEFAULT_LIMITS`.
+
+    Raises:
+        UnknownNameError: an unknown block type.
+        OptionError: a negative or non-integer seed.
+    """
+    kind = _kind(block)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise OptionError(f"a sampled architecture's seed must be a non-negative integer, got {seed!r}")
+    rng = random.Random(f"{block}:{seed}")
+    return ArchSpec(block=block, seed=seed, width_cap=limits.max_width, **kind.sample(rng, limits))
+
+
+def build_arch(spec: ArchSpec, seed: int = 0) -> Any:
+    """Build the Keras (2) model of `spec`, its weights initialised from `seed`.
+
+    Raises:
+        UnknownNameError: the spec's block type is unknown.
+    """
+    from measure._tf import keras as _keras
+
+    keras = _keras()
+    kind = _kind(spec.block)
+    keras.utils.set_random_seed(seed)
+    return kind.build(keras, spec)
+
+
+def resolve_sampled(name: str, *, input_size: int | None = None, width: float | None = None,
+                    num_classes: int | None = None, seed: int = 0) -> Any:
+    """Build the sampled architecture `name` as a `measure.loading.ResolvedModel` (kind "sampled").
+
+    Args:
+        name: `sampled:<block>:<seed>`.
+        input_size: must be None or the architecture's own input size (it is part of the spec).
+        width: must be None (a sampled architecture's widths are part of the spec).
+        num_classes: replaces the sampled number of classes (e.g. to fit a dataset).
+        seed: the weight-initialisation seed (the architecture's seed is in the name).
+
+    Raises:
+        OptionError, UnknownNameError: a malformed name or an option that cannot apply.
+    """
+    from measure.loading import ResolvedModel, has_recurrent
+
+    block, arch_seed = parse_sampled_name(name)
+    spec = sample_arch(block, arch_seed)
+    if input_size is not None and input_size != spec.input_size:
+        raise OptionError(f"{spec.name} has a fixed input size of {spec.input_size}; input_size "
+                          f"{input_size} cannot apply (sample another seed for another shape)")
+    if width is not None:
+        raise OptionError(f"{spec.name} has no width multiplier (its widths are part of the sampled spec)")
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise OptionError(f"num_classes {num_classes!r} is not valid: must be an integer >= 1")
+        spec = dataclasses.replace(spec, num_classes=num_classes)
+    model = build_arch(spec, seed=seed)
+    return ResolvedModel(
+        key=spec.name,
+        kind="sampled",
+        keras_model=model,
+        tflite_path=None,
+        family=spec.family,
+        domain=spec.domain,
+        input_size=spec.input_size,
+        width=None,
+        num_classes=spec.num_classes,
+        weights="random",
+        notes=(f"sampled architecture {spec.summary()}",),
+        has_recurrent=has_recurrent(model),
+    )

@@ -1,0 +1,178 @@
+"""Sampled architectures: deterministic specs, names, and real tiny builds that convert and run."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from advisor.errors import OptionError, UnknownNameError
+from measure import sampling
+from measure.sampling import SAMPLED_BLOCKS, SampleLimits, parse_sampled_name, sample_arch
+
+TINY = SampleLimits(max_input_size=32, max_seq_len=16, max_width=16, max_depth=3)
+
+
+def test_every_block_type_is_registered():
+    assert set(SAMPLED_BLOCKS) == {"plain", "residual", "inverted_residual", "depthwise_separable", "dense",
+                                   "lstm", "gru", "attention"}
+
+
+@pytest.mark.parametrize("block", SAMPLED_BLOCKS)
+def test_same_seed_gives_the_same_spec(block):
+    assert sample_arch(block, 17) == sample_arch(block, 17)
+    specs = {sample_arch(block, s) for s in range(40)}
+    assert len(specs) > 20  # seeds really vary the architecture
+
+
+@pytest.mark.parametrize("block", SAMPLED_BLOCKS)
+def test_draws_stay_in_their_ranges(block):
+    for seed in range(200):
+        spec = sample_arch(block, seed)
+        assert spec.family == f"sampled-{block}"
+        assert all(8 <= w <= 256 for w in spec.widths)
+        assert 1 <= spec.depth <= 16
+        if spec.domain == "image":
+            assert spec.input_channels in (1, 3)
+            assert 8 <= spec.input_size <= 224
+        else:
+            assert 16 <= spec.input_size <= 256
+            assert spec.vocab_size == 10000
+        if spec.strides:
+            downsampled = spec.input_size / spec.stem_stride / 2 ** sum(s == 2 for s in spec.strides)
+            assert downsampled >= 1, spec  # never downsampled past one pixel
+            assert len(spec.kernel_sizes) == spec.depth
+
+
+def test_small_inputs_are_drawn_more_often_than_large():
+    sizes = [sample_arch("residual", s).input_size for s in range(400)]
+    assert sum(s <= 64 for s in sizes) > 2 * sum(s >= 160 for s in sizes)
+
+
+def test_limits_cap_the_draws():
+    for block in SAMPLED_BLOCKS:
+        for seed in range(30):
+            spec = sample_arch(block, seed, TINY)
+            assert spec.depth <= 3 and max(spec.widths) <= 16 and spec.input_size <= 32
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("sampled:residual:17", ("residual", 17)),
+    ("sampled:inverted_residual:0", ("inverted_residual", 0)),
+    ("sampled:attention:007", ("attention", 7)),
+])
+def test_names_parse(name, expected):
+    assert parse_sampled_name(name) == expected
+    assert sampling.sampled_name(*expected) == f"sampled:{expected[0]}:{expected[1]}"
+    assert sample_arch(*expected).name == sampling.sampled_name(*expected)
+
+
+@pytest.mark.parametrize("name, error, words", [
+    ("residual:17", OptionError, ["sampled:<block>:<seed>"]),
+    ("sampled:residual", OptionError, ["sampled:<block>:<seed>"]),
+    ("sampled:residual:1:2", OptionError, ["sampled:<block>:<seed>"]),
+    ("sampled:residual:-1", OptionError, ["non-negative", "-1"]),
+    ("sampled:residual:x", OptionError, ["non-negative"]),
+    ("sampled:resnet:1", UnknownNameError, ["resnet", "residual"]),
+    ("sampled:inverted-residual:1", UnknownNameError, ["inverted_residual"]),
+])
+def test_bad_names_say_what_is_wrong(name, error, words):
+    with pytest.raises(error) as info:
+        parse_sampled_name(name)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_bad_seeds_and_blocks_are_refused():
+    with pytest.raises(OptionError):
+        sample_arch("plain", -3)
+    with pytest.raises(UnknownNameError):
+        sample_arch("conv", 3)
+
+
+def test_importing_does_not_import_tensorflow():
+    code = "import sys, measure.sampling; print('tensorflow' in sys.modules, 'measure.loading' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.split() == ["False", "False"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Real builds (TensorFlow)
+
+
+def _convert_and_run(model, spec) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from advisor.techniques import Pipeline
+    from measure.compress import Compressed, convert
+
+    blob = convert(Compressed(model, Pipeline.parse("none"), "none"), None)
+    interpreter = Interpreter(model_content=blob)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    rng = np.random.default_rng(0)
+    if spec.domain == "text":
+        x = rng.integers(1, spec.vocab_size, size=inp["shape"]).astype(inp["dtype"])
+    else:
+        x = rng.random(inp["shape"]).astype(inp["dtype"])
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("block", SAMPLED_BLOCKS)
+def test_every_block_type_builds_converts_and_runs(keras, block):
+    spec = sample_arch(block, 5, TINY)
+    model = sampling.build_arch(spec)
+    assert model.outputs[0].shape[-1] == spec.num_classes
+    if spec.domain == "image":
+        assert tuple(model.inputs[0].shape[1:]) == (spec.input_size, spec.input_size, spec.input_channels)
+    else:
+        assert tuple(model.inputs[0].shape[1:]) == (spec.input_size,)
+    out = _convert_and_run(model, spec)
+    assert out.shape[-1] == spec.num_classes
+    np.testing.assert_allclose(out.sum(axis=-1), 1.0, rtol=1e-3)  # softmax head
+    again = sampling.build_arch(sample_arch(block, 5, TINY))
+    assert again.count_params() == model.count_params()
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)  # seeded initialisation
+
+
+@pytest.mark.tf
+def test_conv_blocks_follow_their_shape_rules(keras):
+    spec = dataclasses.replace(sample_arch("residual", 1, TINY), input_size=32, input_channels=3, depth=3,
+                               base_width=8, width_growth=2.0, stem_stride=1, kernel_sizes=(3, 3, 5),
+                               strides=(1, 2, 1))
+    assert spec.widths == (8, 16, 16)
+    model = sampling.build_arch(spec)
+    names = {layer.name for layer in model.layers}
+    assert "block1_proj_conv" in names  # projection where the shape changes
+    assert "block0_proj_conv" not in names and "block2_proj_conv" not in names
+    inv = dataclasses.replace(spec, block="inverted_residual", expansion=4)
+    names = {layer.name for layer in sampling.build_arch(inv).layers}
+    assert {"block0_add", "block2_add"} <= names and "block1_add" not in names  # MobileNetV2 rule
+
+
+@pytest.mark.tf
+def test_resolve_sampled_gives_a_resolved_model(keras):
+    name = next(f"sampled:dense:{s}" for s in range(100) if sample_arch("dense", s).input_size <= 16)
+    resolved = sampling.resolve_sampled(name, num_classes=3)
+    spec = sample_arch(*parse_sampled_name(name))
+    assert (resolved.key, resolved.kind, resolved.family, resolved.domain) == (
+        name, "sampled", "sampled-dense", "image")
+    assert resolved.input_size == spec.input_size and resolved.width is None
+    assert resolved.num_classes == 3 and resolved.keras_model.outputs[0].shape[-1] == 3
+    assert resolved.weights == "random" and name in resolved.notes[0]
+    with pytest.raises(OptionError, match="fixed input size"):
+        sampling.resolve_sampled(name, input_size=spec.input_size + 1)
+    with pytest.raises(OptionError, match="width"):
+        sampling.resolve_sampled(name, width=0.5)
+    recurrent = next(f"sampled:gru:{s}" for s in range(100) if sample_arch("gru", s).input_size <= 16
+                     and sample_arch("gru", s).base_width <= 32 and sample_arch("gru", s).embed_dim <= 32)
+    assert sampling.resolve_sampled(recurrent).has_recurrent
