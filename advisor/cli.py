@@ -158,6 +158,8 @@ def measure(
     threads: Annotated[int, typer.Option(help="Interpreter threads.")] = 1,
     eval_samples: Annotated[int, typer.Option(help="Test samples to evaluate (with --data).")] = 500,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs for techniques that fine-tune.")] = 1,
+    pretrain_epochs: Annotated[int, typer.Option(help="Train a zoo/sampled network on --data first "
+                                                      "(its weights are random otherwise).")] = 0,
     time_cap: Annotated[float, typer.Option(help="Seconds at most spent timing.")] = 30.0,
     save: Annotated[bool, typer.Option("--save", help="Append the rows to the dataset store.")] = False,
     store: Annotated[Path, typer.Option(help="Dataset store folder.")] = DEFAULT_STORE,
@@ -175,8 +177,10 @@ def measure(
     dev = get_device(device)
     settings = MeasureSettings(input_size=input_size, width=width, threads=threads, dataset=data,
                                data_root=data_root, eval_samples=eval_samples, finetune_epochs=epochs,
+                               pretrain_epochs=pretrain_epochs,
                                time_cap_s=time_cap)
-    progress = StageProgress(total=7 if spec != "none" else 5, quiet=quiet)
+    progress = StageProgress(total=(5 if spec != "none" else 4) + (1 if data else 0) + (1 if pretrain_epochs else 0),
+                             quiet=quiet)
     try:
         result = run_measure(model, spec, dev, settings, progress)
     finally:

@@ -21,8 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_MODELS = "mobilenet_v2@96,mobilenet_v3_small@96,resnet50@96,efficientnet_b0@96,lstm_text@64"
-DEFAULT_TECHNIQUES = ("ptq-dynamic,ptq-float16,ptq-int8,qat-int8,prune:0.5,prune:0.8,prune-2:4,cluster:16,"
-                      "prune:0.8+ptq-int8,cluster:16+ptq-dynamic")
+DEFAULT_TECHNIQUES = "ptq-dynamic,ptq-float16,ptq-int8,qat-int8,prune:0.8,cluster:16,prune:0.8+ptq-int8"
 
 
 def main() -> int:
@@ -33,7 +32,11 @@ def main() -> int:
     ap.add_argument("--time-cap", type=float, default=20.0)
     ap.add_argument("--save", action="store_true", help="append every row to training_data/")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "techniques"))
+    ap.add_argument("--from-store", metavar="DIR", help="tabulate rows already measured (e.g. by "
+                    "`advisor campaign plans/zoo-quick.toml`) instead of measuring again")
     args = ap.parse_args()
+    if args.from_store:
+        return tabulate_store(Path(args.from_store), args)
 
     from advisor import fingerprint
     from advisor.errors import AdvisorError
@@ -77,9 +80,53 @@ def main() -> int:
 
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{fp['cpu_model']}, {fp['logical_cpus']} logical CPUs, {args.threads} interpreter thread(s)"
-    lines = [f"Measured {when} on {machine} (fingerprint {fingerprint.fingerprint_id(fp)}); "
-             f"random weights, fine-tuning on random data; ratios to `none` from the same interleaved rounds. "
-             f"Total {time.monotonic() - started:.0f} s.", "",
+    header = (f"Measured {when} on {machine} (fingerprint {fingerprint.fingerprint_id(fp)}); "
+              f"random weights, fine-tuning on random data; ratios to `none` from the same interleaved rounds. "
+              f"Total {time.monotonic() - started:.0f} s.")
+    return write_table(results, header, Path(args.out), {"when": when, "machine": machine, "fingerprint": fp})
+
+
+def tabulate_store(store_dir: Path, args) -> int:
+    """The same table from stored rows: each compressed row against its own baseline row."""
+    from advisor.store import Store
+
+    df = Store(store_dir).read(status="ok", source="measured")
+    if df.empty:
+        print(f"no measured rows in {store_dir}", file=sys.stderr)
+        return 2
+    by_id = df.set_index("config_id")
+    wanted = [m.replace("@", "@") for m in args.models.split(",")]
+    techniques = args.techniques.split(",")
+    results = []
+    for item in wanted:
+        name, _, size = item.partition("@")
+        rows = df[(df.model.str.split("@").str[0] == name) & (df.input_size == int(size))] if size else \
+            df[df.model == name]
+        for spec in techniques:
+            hit = rows[rows.technique == spec]
+            if hit.empty:
+                continue
+            r = hit.iloc[0]
+            b = by_id.loc[r.baseline_config_id]
+            results.append({"model": item, "technique": spec, "status": "ok",
+                            "latency_ms": r.latency_ms_median, "baseline_ms": b.latency_ms_median,
+                            "latency_ratio": r.latency_ratio_to_baseline,
+                            "size_ratio": r.size_bytes / b.size_bytes,
+                            "gzip_ratio": r.size_gzip_bytes / b.size_gzip_bytes,
+                            "peak_mib": r.peak_memory_bytes / 2**20, "baseline_peak_mib": b.peak_memory_bytes / 2**20,
+                            "rule_met": bool(r.latency_rule_met and b.latency_rule_met),
+                            "measured_at": r.measured_at})
+    first = df.iloc[0]
+    when = f"{min(x['measured_at'] for x in results)[:16]} to {max(x['measured_at'] for x in results)[:16]} UTC"
+    machine = f"{first.cpu_model}, {first.logical_cpus} logical CPUs, {int(first.threads)} interpreter thread(s)"
+    header = (f"Measured {when.replace('T', ' ')} on {machine} (fingerprint {first.fingerprint_id}); "
+              "random weights, fine-tuning on random data; ratios to `none` from the same interleaved rounds "
+              f"(rows from `{store_dir}`).")
+    return write_table(results, header, Path(args.out), {"when": when, "machine": machine})
+
+
+def write_table(results: list[dict], header: str, out: Path, meta: dict) -> int:
+    lines = [header, "",
              "| model | technique | latency ms (none) | latency × | size × | gzip × | peak MiB (none) | CI rule |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -92,11 +139,9 @@ def main() -> int:
                      f"{r['peak_mib']:.0f} ({r['baseline_peak_mib']:.0f}) | {'met' if r['rule_met'] else 'not met'} |")
     table = "\n".join(lines)
     print(table)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(table + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"when": when, "machine": machine, "fingerprint": fp,
-                                                    "results": results}, indent=1))
+    out.with_suffix(".json").write_text(json.dumps({**meta, "results": results}, indent=1, default=str))
     return 0
 
 

@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what TensorFlow's C++ side writes straight to file descriptor 2 (absl and
+    converter chatter that Python's logging cannot reach). Python exceptions still propagate;
+    set ADVISOR_DEBUG=1 to see everything."""
+    if os.environ.get("ADVISOR_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 @functools.cache
 def tf():
     """Return the `tensorflow` module, imported once with legacy Keras selected."""
-    import tensorflow
+    with quiet_native_stderr():
+        import tensorflow
+
+        tensorflow.config.list_physical_devices("GPU")  # the CUDA probe logs here, silenced
 
     tensorflow.get_logger().setLevel("ERROR")
     return tensorflow

@@ -17,11 +17,10 @@ import json
 import os
 import resource
 import sys
-import time
 
 try:  # inside the project
-    from measure import energy, timing
     from advisor import fingerprint
+    from measure import energy, timing
 except ImportError:  # on a device: the bundle's files sit side by side
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import energy  # noqa: E402

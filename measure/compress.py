@@ -8,6 +8,7 @@ the next step sees a plain Keras model. Convert-stage techniques are converter o
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from advisor.errors import UnsupportedError
 from advisor.techniques import Cluster, Pipeline, Technique
-from measure._tf import keras, tf, tfmot
+from measure._tf import keras, quiet_native_stderr, tf, tfmot
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def _fit(model, data: TrainData, settings: FinetuneSettings, ctx: dict, callback
     model.compile(optimizer=keras().optimizers.Adam(settings.learning_rate),
                   loss=keras().losses.SparseCategoricalCrossentropy(from_logits=ctx["from_logits"]),
                   metrics=["accuracy"])
-    model.fit(data.x[:n], data.y[:n], batch_size=settings.batch_size, epochs=settings.epochs,
+    fixed = model.inputs[0].shape[0]  # recurrent networks are built with a fixed batch of 1
+    model.fit(data.x[:n], data.y[:n], batch_size=int(fixed or settings.batch_size), epochs=settings.epochs,
               verbose=0, callbacks=list(callbacks), shuffle=True)
     return math.ceil(n / settings.batch_size) * settings.epochs
 
@@ -263,6 +265,8 @@ def convert(compressed: Compressed, representative: np.ndarray | None) -> bytes:
         converter.inference_output_type = TF.int8
     converter.optimizations = list(opts)
     try:
-        return converter.convert()
+        with quiet_native_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises many kinds
         raise UnsupportedError(f"TFLite conversion with '{pipeline.spec}' failed: {_one_line(exc)}") from exc
