@@ -5,3 +5,12 @@ lives in `measure` and is imported lazily by the command line.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `from advisor import Advisor` without importing numpy-heavy modules on `import advisor`.
+    if name in ("Advisor", "Recommendation"):
+        from advisor import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'advisor' has no attribute {name!r}")

@@ -267,6 +267,61 @@ def campaign(
         raise typer.Exit(130)
 
 
+@app.command()
+def recommend(
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name (NAME or NAME@SIZE), a PROFILE.json, "
+                                                              "or a .keras/.h5/SavedModel file.")],
+    device: Annotated[str, typer.Option(help="Target device ('local' or a device in the training data).")] = "local",
+    budget_ms: Annotated[Optional[float], typer.Option(help="Latency budget per inference (ms).")] = None,
+    budget_mj: Annotated[Optional[float], typer.Option(help="Energy budget per inference (mJ).")] = None,
+    max_size_mb: Annotated[Optional[float], typer.Option(help="Largest acceptable .tflite size (MB).")] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Largest acceptable top-1 drop "
+                                                               "(percentage points).")] = None,
+    objective: Annotated[str, typer.Option(help="What to optimise once constraints hold: accuracy, latency, "
+                                                "energy or size.")] = "accuracy",
+    confidence: Annotated[float, typer.Option(help="A budget counts as met when this predicted quantile "
+                                                   "meets it.")] = 0.9,
+    top: Annotated[int, typer.Option(help="Runners-up to show.")] = 5,
+    threads: Annotated[int, typer.Option(help="Interpreter threads on the device.")] = 1,
+    input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo names).")] = None,
+    bundle: Annotated[Optional[Path], typer.Option(help="Predictor bundle (default models/current).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write the Pareto front as a PNG.")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Compress with the choice, measure it on the "
+                                                           "device, compare, and store the rows.")] = False,
+    data: Annotated[Optional[str], typer.Option("--data", help="Labelled data for --verify's accuracy.")] = None,
+    store: Annotated[Path, typer.Option(help="Dataset store --verify appends to.")] = DEFAULT_STORE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Keep, compress (and how), or infeasible: the predicted answer, explained."""
+    from advisor.api import Advisor
+
+    rec = Advisor.load(bundle).recommend(model, device, budget_ms=budget_ms, budget_mj=budget_mj,
+                                         max_size_mb=max_size_mb, max_accuracy_drop=max_accuracy_drop,
+                                         objective=objective, confidence=confidence, top=top, threads=threads,
+                                         input_size=input_size)
+    out = rec.to_dict()
+    if plot is not None:
+        from advisor.plot import pareto_png
+
+        pareto_png(rec, plot)
+    if verify:
+        from measure.verify import verify_recommendation
+
+        out["verification"] = verify_recommendation(rec, model=model, device=device, data=data, store=store,
+                                                    threads=threads, input_size=input_size)
+    if as_json:
+        _emit(out)
+        return
+    from advisor.render import print_recommendation
+
+    print_recommendation(out, typer.echo)
+
+
+from advisor.cli_predictor import register as _register_predictor_commands  # noqa: E402
+
+_register_predictor_commands(app)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every user error is one line on stderr and exit code 2."""
     try:

@@ -90,6 +90,7 @@ class Measurement:
     baseline: dict | None
     notes: list[str] = field(default_factory=list)
     profile: ModelProfile | None = None
+    extra: list[dict] = field(default_factory=list)  # e.g. the fine-tuned accuracy reference
 
     def save(self, store: Store) -> Path:
         """Append the rows (and keep the profile they refer to) in `store`."""
@@ -98,7 +99,7 @@ class Measurement:
         return store.append(self.rows())
 
     def rows(self) -> list[dict]:
-        return [r for r in (self.baseline, self.row) if r is not None]
+        return [r for r in (self.baseline, *self.extra, self.row) if r is not None]
 
 
 def _library_versions() -> dict:
@@ -170,7 +171,7 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
         AdvisorError subclasses for errors that concern the model or settings as a whole.
     """
     from measure import datasets as ds_mod
-    from measure.compress import Compressed, compress, convert
+    from measure.compress import Compressed, compress, convert, finetune_plain
     from measure.loading import resolve_model
     from measure.profiling import profile_model
     from measure.quality import topk_metrics
@@ -225,6 +226,13 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
         ft = FinetuneSettings(epochs=settings.finetune_epochs, max_samples=settings.finetune_samples)
         say("converting the baseline")
         base_bytes = convert(Compressed(kmodel, Pipeline.parse("none"), "none"), None)
+        if fitted is not None and any(p.needs_finetune for p in pipelines):
+            say("fine-tuning the uncompressed model too (the fair accuracy reference)")
+            ref = finetune_plain(kmodel, train, ft)
+            blobs["ref"] = (Pipeline.parse("none"), convert(Compressed(ref, Pipeline.parse("none"), "none"), None),
+                            train.source, list(resolved.notes) + [
+                                "uncompressed, fine-tuned exactly as the techniques that fine-tune: their "
+                                "accuracy reference"])
         for i, pipeline in enumerate(pipelines):
             if pipeline.is_baseline:
                 continue
@@ -292,6 +300,12 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
         return out
 
     base_row = row("baseline", "none", base_bytes, "none", list(resolved.notes))
+    ref_row = None
+    if "ref" in blobs:
+        _, blob, source, ref_notes = blobs["ref"]
+        ref_row = row("ref", "none", blob, source, ref_notes)
+        ref_row["baseline_config_id"] = base_row["config_id"]
+        ref_row["latency_ratio_to_baseline"] = result["results"]["ref"].get("ratio_to_first")
     for i, pipeline in enumerate(pipelines):
         if pipeline.is_baseline:
             outcomes[i] = Measurement(base_row, None, list(resolved.notes), profile)
@@ -303,9 +317,15 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
         cfg_row = row(label, pipeline.spec, blob, finetune, notes)
         cfg_row["baseline_config_id"] = base_row["config_id"]
         cfg_row["latency_ratio_to_baseline"] = result["results"][label].get("ratio_to_first")
-        if cfg_row.get("top1") is not None and base_row.get("top1") is not None:
-            cfg_row["accuracy_delta_pp"] = (cfg_row["top1"] - base_row["top1"]) * 100.0
-        outcomes[i] = Measurement(cfg_row, base_row, notes, profile)
+        # Fine-tuned plans compare with the equally fine-tuned float model; the others with the model itself.
+        reference = ref_row if (ref_row is not None and pipeline.needs_finetune) else base_row
+        if cfg_row.get("top1") is not None and reference.get("top1") is not None:
+            cfg_row["accuracy_delta_pp"] = (cfg_row["top1"] - reference["top1"]) * 100.0
+            if reference is ref_row:
+                cfg_row["notes"] = "; ".join(filter(None, [cfg_row.get("notes"), "accuracy change against the "
+                                                           f"equally fine-tuned float model {ref_row['config_id']}"]))
+        outcomes[i] = Measurement(cfg_row, base_row, notes, profile,
+                                  extra=[ref_row] if reference is ref_row else [])
     return [o for o in outcomes if o is not None]
 
 

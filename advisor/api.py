@@ -1,0 +1,232 @@
+"""The Python API: `Advisor.load().recommend(model=..., device=..., budget_ms=...)`.
+
+This is also what `advisor recommend` runs. The answer path imports numpy and the project's
+own light modules only: no TensorFlow (zoo profiles ship with the package; a user's model
+file is profiled once, with TensorFlow, and the profile cached by file hash), no xgboost (the
+bundle's trees are evaluated with numpy), no pandas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advisor.candidates import candidate_specs
+from advisor.errors import ModelFileError, OptionError
+from advisor.profile import ModelProfile
+from advisor.recommend import TARGETS, Constraints, decide, pessimistic
+
+#: predictor target -> (recommendation target, scale to its unit)
+_TARGET_MAP = {"latency": ("latency_ms", 1.0), "energy": ("energy_mj", 1.0), "size": ("size_mb", 1e-6),
+               "accuracy_delta": ("accuracy_delta_pp", 1.0)}
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".tflite")
+
+
+def cache_dir() -> Path:
+    """Where profiles of users' model files are cached ($ADVISOR_CACHE or ~/.cache/compression-advisor)."""
+    return Path(os.environ.get("ADVISOR_CACHE", Path.home() / ".cache" / "compression-advisor"))
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def profile_for(model: str, input_size: int | None = None) -> ModelProfile:
+    """The profile of a zoo name (shipped), a PROFILE.json, or a model file (profiled once, cached).
+
+    Raises:
+        UnknownNameError, ModelFileError, OptionError.
+    """
+    from advisor.cli_predictor import resolve_profile
+
+    path = Path(model)
+    is_model_file = path.exists() and (path.is_dir() or path.suffix.lower() in MODEL_SUFFIXES)
+    if not is_model_file:
+        return resolve_profile(model, input_size)
+    if input_size is not None:
+        raise OptionError("--input-size applies to zoo names; a model file has its own input size")
+    if path.suffix.lower() == ".tflite":
+        raise ModelFileError(f"{model}: a .tflite file has no layer profile to predict from; give the Keras "
+                             "model (or measure the .tflite directly with `advisor measure`)")
+    cached = cache_dir() / "profiles" / f"{_file_digest(path)}.json"
+    if cached.exists():
+        return ModelProfile.load(cached)
+    from advisor.store import write_bytes_atomic
+    from measure.loading import resolve_model  # the one step that imports TensorFlow
+    from measure.profiling import profile_model
+
+    resolved = resolve_model(model)
+    profile = profile_model(resolved.keras_model, model=resolved.key, family=resolved.family,
+                            domain=resolved.domain)
+    write_bytes_atomic(cached, profile.to_json().encode())
+    return profile
+
+
+@dataclass
+class Recommendation:
+    """The advisor's answer. `to_dict()` is the documented JSON contract of `advisor recommend --json`."""
+
+    model: str
+    device: str
+    constraints: Constraints
+    decision: str  # keep | compress | infeasible
+    technique: str | None
+    predicted: dict[str, dict[str, float] | None]
+    baseline: dict[str, dict[str, float] | None]
+    alternatives: list[dict[str, Any]]
+    pareto: list[dict[str, Any]]
+    explanation: list[str]
+    predictor: dict[str, Any]
+    nearest: dict[str, Any] | None = None
+    rejected: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "device": self.device, "constraints": self.constraints.to_dict(),
+                "decision": self.decision, "technique": self.technique, "predicted": self.predicted,
+                "baseline": self.baseline, "alternatives": self.alternatives, "pareto": self.pareto,
+                "explanation": self.explanation, "rejected": self.rejected, "nearest": self.nearest,
+                "predictor": self.predictor}
+
+
+class Advisor:
+    """Loads a predictor bundle once; answers many `recommend` calls."""
+
+    def __init__(self, bundle) -> None:
+        self.bundle = bundle
+
+    @classmethod
+    def load(cls, bundle: str | Path | None = None) -> Advisor:
+        """Load the bundle (default models/current). Raises BundleError if missing or mismatched."""
+        from advisor.bundle import DEFAULT_BUNDLE, load
+
+        return cls(load(bundle or DEFAULT_BUNDLE))
+
+    def score(self, profile: ModelProfile, specs: list[str] | tuple[str, ...], fp: dict, threads: int = 1
+              ) -> dict[str, np.ndarray]:
+        """Predicted (n, 3) p10/p50/p90 per recommendation target for candidate `specs`, in one batch."""
+        from advisor.features import device_features, feature_matrix
+
+        X = feature_matrix(profile, list(specs), device_features(fp, threads))
+        raw = self.bundle.predict(X)
+        out = {}
+        for name, q in raw.items():
+            if name not in _TARGET_MAP:
+                continue
+            target, scale = _TARGET_MAP[name]
+            q = np.asarray(q, dtype=float) * scale
+            if np.isfinite(q).all():
+                out[target] = q
+        return out
+
+    def recommend(self, model: str, device: str = "local", *, budget_ms: float | None = None,
+                  budget_mj: float | None = None, max_size_mb: float | None = None,
+                  max_accuracy_drop: float | None = None, objective: str = "accuracy",
+                  confidence: float = 0.9, top: int = 5, threads: int = 1,
+                  input_size: int | None = None) -> Recommendation:
+        """Keep, compress (how) or infeasible, for `model` on `device` under the constraints."""
+        from advisor.cli_predictor import device_fingerprint
+
+        constraints = Constraints(budget_ms, budget_mj, max_size_mb, max_accuracy_drop, objective, confidence)
+        if threads < 1:
+            raise OptionError(f"--threads must be at least 1, got {threads}")
+        if top < 1:
+            raise OptionError(f"--top must be at least 1, got {top}")
+        profile = profile_for(model, input_size)
+        predictor = self.bundle.predictor
+        fp, device_note = device_fingerprint(device, predictor)
+        specs = list(candidate_specs())
+        pred = self.score(profile, specs, fp, threads)
+        if "latency_ms" not in pred:
+            raise OptionError("the predictor bundle has no latency model for compressed plans: train it on more rows")
+        verdict = decide(specs, pred, constraints)
+        best = verdict["choice"]
+
+        def bands(i: int) -> dict[str, dict[str, float] | None]:
+            return {t: ({"p10": float(pred[t][i, 0]), "p50": float(pred[t][i, 1]), "p90": float(pred[t][i, 2])}
+                        if t in pred else None) for t in TARGETS}
+
+        feasible = verdict["feasible"]
+        order = [i for i in _ranked(pred, verdict["objective"]) if i != best and feasible[i]]
+        alternatives = [{"technique": specs[i], "predicted": bands(i)} for i in order[:top]]
+        pareto = [{"technique": specs[i], "latency_ms": float(pred["latency_ms"][i, 1]),
+                   "accuracy_delta_pp": (float(pred["accuracy_delta_pp"][i, 1])
+                                         if "accuracy_delta_pp" in pred else None),
+                   "size_mb": float(pred["size_mb"][i, 1]) if "size_mb" in pred else None,
+                   "energy_mj": float(pred["energy_mj"][i, 1]) if "energy_mj" in pred else None,
+                   "chosen": bool(i == best)} for i in verdict["pareto"]]
+        summary = self.bundle.card.get("data_summary") or getattr(predictor, "data_summary_", {}) or {}
+        device_rows = _device_rows(predictor, device)
+        family_rows = int((summary.get("families") or {}).get(profile.family, 0))
+        explanation = list(verdict["explanation"])
+        explanation += _explain(verdict, specs, pred, constraints, best)
+        if device_note:
+            explanation.append(device_note)
+        if family_rows == 0:
+            explanation.append(f"warning: no measured rows of the {profile.family} family: the prediction "
+                               "extrapolates from other architectures")
+        if "accuracy_delta_pp" not in pred:
+            explanation.append("warning: no accuracy model: accuracy changes are unknown")
+        nearest = None
+        if verdict["decision"] == "infeasible":
+            nearest = {"technique": specs[best], "misses": {t: float(m[best]) for t, m in verdict["misses"].items()
+                                                            if m[best] > 0}}
+        return Recommendation(
+            model=profile.model, device=device, constraints=constraints, decision=verdict["decision"],
+            technique=None if verdict["decision"] == "keep" else specs[best],
+            predicted=bands(best), baseline=bands(0), alternatives=alternatives, pareto=pareto,
+            explanation=explanation, rejected=verdict["reasons"], nearest=nearest,
+            predictor={"version": self.bundle.version, "rows_device": device_rows, "rows_family": family_rows,
+                       "rows_total": int(summary.get("rows", 0)), "candidates": len(specs)},
+        )
+
+
+def _ranked(pred: dict[str, np.ndarray], objective: str) -> list[int]:
+    key = pred[objective][:, 1]
+    return [int(i) for i in (np.argsort(-key, kind="stable") if objective == "accuracy_delta_pp"
+                             else np.argsort(key, kind="stable"))]
+
+
+def _device_rows(predictor, device: str) -> int:
+    """Training rows measured on `device` ('local' means this machine, by fingerprint)."""
+    counts = (getattr(predictor, "data_summary_", {}) or {}).get("by_device", {}) or {}
+    if device != "local":
+        return int(counts.get(device, 0))
+    from advisor.fingerprint import collect_fingerprint, fingerprint_id
+
+    fid = fingerprint_id(collect_fingerprint())
+    devices = getattr(predictor, "devices_", {}) or {}
+    return int(sum(n for name, n in counts.items() if devices.get(name, {}).get("fingerprint_id") == fid))
+
+
+def _fmt_band(q: np.ndarray, unit: str) -> str:
+    return f"{q[1]:.3g} {unit} (p10–p90 {q[0]:.3g}–{q[2]:.3g})"
+
+
+def _explain(verdict: dict, specs: list[str], pred: dict[str, np.ndarray], c: Constraints, best: int) -> list[str]:
+    lines = []
+    lat = pred["latency_ms"]
+    if verdict["decision"] == "keep":
+        lines.append("keep the model as it is: " + ("it meets the constraints and no compression is predicted "
+                                                     "to be better enough to be worth it"
+                                                     if c.any else "no compression is predicted to help enough"))
+    elif verdict["decision"] == "compress":
+        lines.append(f"compress with {specs[best]}: latency {_fmt_band(lat[best], 'ms')} against "
+                     f"{_fmt_band(lat[0], 'ms')} uncompressed")
+    else:
+        misses = {t: m[best] for t, m in verdict["misses"].items() if m[best] > 0}
+        what = ", ".join(f"{t.replace('_', ' ')} by {v:.3g}" for t, v in misses.items())
+        lines.append(f"nothing meets the constraints at {c.confidence:.0%} confidence; nearest is "
+                     f"{specs[best]}, which misses {what}")
+    if "latency_ms" in c.limits() and verdict["decision"] != "infeasible":
+        p = pessimistic(pred, "latency_ms", c.confidence)[best]
+        lines.append(f"latency at the {c.confidence:.0%} bound: {p:.3g} ms against a budget of {c.budget_ms:g} ms")
+    return lines

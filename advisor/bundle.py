@@ -1,0 +1,230 @@
+"""Predictor bundles: a folder of XGBoost JSON models and a `card.json`, never a pickle.
+
+Layout of a bundle folder (by default `models/current`; versioned ones as `models/<version>/`):
+
+    card.json            what the bundle is: format, version, creation time, the feature schema
+                         (names and hash), each target (unit, how it is composed and transformed,
+                         calibration, availability), each component file with its SHA-256, the
+                         priors' coefficients, the training data (hash, rows per device, source
+                         and family), held-out evaluation metrics, library versions
+    <component>.json     one XGBoost model per component (`booster.save_raw("json")`)
+
+`load` reads the card and evaluates the models with `advisor.trees` (numpy only): xgboost is
+never imported on that path. It refuses, with a one-line `BundleError`, a missing folder, a
+missing or corrupt file, a file whose hash differs from the card's, a newer bundle format,
+and a card whose feature schema differs from this code's `FEATURE_NAMES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advisor import features as F
+from advisor.errors import BundleError
+from advisor.predictor import COMPONENTS, TARGETS, Predictor
+from advisor.trees import Forest
+
+BUNDLE_FORMAT = 1
+CARD = "card.json"
+MODELS_ROOT = Path(os.environ.get("ADVISOR_MODELS", "models"))
+DEFAULT_BUNDLE = Path(os.environ.get("ADVISOR_BUNDLE", str(MODELS_ROOT / "current")))
+
+#: How each target is composed from components (for the card; `advisor.predictor` does it).
+COMPOSITION = {
+    "latency": "exp(log latency_prior(baseline) + latency_base [+ latency_ratio]); latency_ratio is 0 for "
+               "the baseline; components combined in log space: medians add, p10/p90 spreads in quadrature",
+    "energy": "latency x exp(power); only on machines whose rows had energy",
+    "size": "size_prior x exp(size)",
+    "size_gzip": "size_prior x exp(size_gzip)",
+    "accuracy_delta": "accuracy_delta (pp); 0 for the baseline",
+}
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    """A bundle read from disk: its card and a fitted `Predictor` that evaluates with numpy."""
+
+    path: Path
+    card: Mapping[str, Any]
+    predictor: Predictor
+
+    @property
+    def version(self) -> str:
+        return str(self.card.get("version"))
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.predictor.targets_
+
+    def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """p10/p50/p90 per available target for a feature matrix (see `Predictor.predict`)."""
+        return self.predictor.predict(X)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _library_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    import advisor
+
+    out: dict[str, str | None] = {"compression-advisor": advisor.__version__, "python": sys.version.split()[0]}
+    for dist in ("xgboost", "numpy", "scipy", "scikit-learn", "pandas"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def make_card(predictor: Predictor, card_extra: Mapping[str, Any] | None = None,
+              version: str | None = None) -> dict[str, Any]:
+    """The card for a fitted predictor (without the component hashes, which `save` adds)."""
+    state = predictor.to_state()
+    created = _utc_now()
+    data = state["data_summary"]
+    card: dict[str, Any] = {
+        "format": "compression-advisor predictor bundle",
+        "format_version": BUNDLE_FORMAT,
+        "version": version or f"{created:%Y%m%dT%H%M%SZ}-{str(data.get('hash', ''))[:8]}",
+        "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "feature_schema": {"hash": F.schema_hash(), "count": len(F.FEATURE_NAMES), "names": list(F.FEATURE_NAMES)},
+        "targets": {
+            name: {"unit": t.unit, "doc": t.doc, "space": "log" if t.log else "linear",
+                   "composition": COMPOSITION[name], "available": name in predictor.targets_,
+                   "unavailable_reason": predictor.unavailable_.get(name),
+                   "calibration": predictor.calibration_.get(name)}
+            for name, t in TARGETS.items()
+        },
+        "quantiles": [0.1, 0.5, 0.9],
+        "components": {},
+        "training_data": data,
+        "evaluation": None,
+        "library_versions": _library_versions(),
+        "predictor": state,
+    }
+    for key, value in (card_extra or {}).items():
+        card[key] = value
+    return card
+
+
+def save(predictor: Predictor, directory: str | Path = DEFAULT_BUNDLE,
+         card_extra: Mapping[str, Any] | None = None, version: str | None = None) -> Path:
+    """Write a fitted predictor as a bundle folder, replacing any bundle there; returns the folder.
+
+    The folder is written beside its destination under a temporary name, then swapped in, so a
+    crash never leaves half a bundle under the real name.
+
+    Args:
+        card_extra: more card fields (e.g. {"evaluation": evaluate(...)}); they override.
+
+    Raises:
+        BundleError: the predictor is not fitted, or the folder cannot be written.
+    """
+    if not hasattr(predictor, "boosters_"):
+        raise BundleError("cannot save an unfitted Predictor: call fit(rows, profiles) first")
+    directory = Path(directory)
+    card = make_card(predictor, card_extra, version)
+    temp = directory.parent / f".{directory.name}.{secrets.token_hex(4)}.tmp"
+    old = directory.parent / f".{directory.name}.{secrets.token_hex(4)}.old"
+    try:
+        temp.mkdir(parents=True)
+        for name, raw in predictor.boosters_.items():
+            (temp / f"{name}.json").write_bytes(raw)
+            card["components"][name] = {"file": f"{name}.json", "sha256": _sha256(raw),
+                                        "rows": predictor.n_rows_.get(name), "doc": COMPONENTS[name].doc}
+        (temp / CARD).write_text(json.dumps(card, indent=1, sort_keys=False, allow_nan=False) + "\n")
+        if directory.exists():
+            directory.rename(old)
+        temp.rename(directory)
+    except (OSError, ValueError) as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        if old.exists() and not directory.exists():
+            old.rename(directory)
+        raise BundleError(f"cannot write bundle {directory}: {exc}") from None
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def read_card(directory: str | Path = DEFAULT_BUNDLE) -> dict[str, Any]:
+    """The card of a bundle folder, checked for format and feature schema.
+
+    Raises:
+        BundleError: missing folder or card, corrupt card, newer format, or a schema mismatch.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"no predictor bundle at {directory} (train one with `advisor train`)")
+    path = directory / CARD
+    try:
+        card = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"bundle {directory} has no {CARD}: not a bundle, or an unfinished one") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"bundle {directory}: {CARD} is unreadable or corrupt ({exc})") from None
+    if not isinstance(card, dict) or "feature_schema" not in card or "predictor" not in card:
+        raise BundleError(f"bundle {directory}: {CARD} is not a predictor card")
+    fmt = card.get("format_version")
+    if not isinstance(fmt, int) or fmt > BUNDLE_FORMAT:
+        raise BundleError(f"bundle {directory} has format {fmt!r}; this code reads up to {BUNDLE_FORMAT}: "
+                          "upgrade compression-advisor")
+    theirs = (card.get("feature_schema") or {}).get("hash")
+    if theirs != F.schema_hash():
+        raise BundleError(f"bundle {directory} was trained on feature schema {theirs}, but this code's is "
+                          f"{F.schema_hash()}: retrain with `advisor train`")
+    return card
+
+
+def load(directory: str | Path = DEFAULT_BUNDLE) -> LoadedBundle:
+    """Load a bundle for prediction, with numpy only (xgboost is not imported).
+
+    Raises:
+        BundleError: see the module docstring; the message is one line naming the problem.
+    """
+    directory = Path(directory)
+    card = read_card(directory)
+    boosters: dict[str, bytes] = {}
+    forests: dict[str, Forest] = {}
+    for name, entry in (card.get("components") or {}).items():
+        path = directory / str(entry.get("file", f"{name}.json"))
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"bundle {directory}: cannot read {path.name} ({exc.strerror or exc})") from None
+        if _sha256(raw) != entry.get("sha256"):
+            raise BundleError(f"bundle {directory}: {path.name} does not match the card's hash (corrupt or "
+                              "replaced); retrain with `advisor train`")
+        try:
+            forest = Forest.from_json(raw)
+        except BundleError as exc:
+            raise BundleError(f"bundle {directory}: {path.name}: {exc}") from None
+        if forest.num_feature != len(F.FEATURE_NAMES):
+            raise BundleError(f"bundle {directory}: {path.name} expects {forest.num_feature} features, this code "
+                              f"has {len(F.FEATURE_NAMES)}")
+        boosters[name], forests[name] = raw, forest
+    try:
+        predictor = Predictor.from_state(card["predictor"], boosters, forests)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"bundle {directory}: {CARD} is malformed ({exc!r})") from None
+    missing = [t for t in predictor.targets_ if t not in TARGETS]
+    if missing:
+        raise BundleError(f"bundle {directory} predicts targets this code does not know: {', '.join(missing)}")
+    return LoadedBundle(path=directory, card=card, predictor=predictor)

@@ -1,0 +1,267 @@
+"""Command-line commands for the predictor: `train`, `evaluate`, `predict`.
+
+`register(app)` adds them to the `advisor` typer app. `predict` is on the answer path: it reads
+a bundle and a model profile and evaluates with numpy only (no xgboost, pandas or TensorFlow);
+`train` and `evaluate` read the dataset store and fit XGBoost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from advisor.errors import ModelFileError, OptionError, UnknownNameError
+
+DEFAULT_STORE = Path(os.environ.get("ADVISOR_STORE", "training_data"))
+PROFILES_DIR = Path(__file__).resolve().parent / "data" / "profiles"
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
+LatencyModeOpt = Annotated[str, typer.Option("--latency-mode", help="composed (baseline x ratio) or direct "
+                                             "(one booster): compare them with `advisor evaluate`.")]
+
+
+def _emit(obj: Any) -> None:
+    from advisor.cli import _emit as emit  # the app's one JSON writer (imported late: no cycle)
+
+    emit(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs.
+
+
+def read_training_data(data: Path) -> tuple[Any, dict]:
+    """(rows, profiles by digest) from a dataset store; OptionError if it has no rows."""
+    from advisor.store import Store
+
+    store = Store(data)
+    rows = store.read()
+    if len(rows) == 0:
+        raise OptionError(f"no measurement rows in {data} (measure some with `advisor measure --save`, "
+                          "or point --data at a store)")
+    profiles = {}
+    for digest in rows["profile_digest"].dropna().unique():
+        profile = store.get_profile(str(digest))
+        if profile is not None:
+            profiles[str(digest)] = profile
+    return rows, profiles
+
+
+def zoo_index(directory: Path = PROFILES_DIR) -> dict[str, dict]:
+    """The packaged profile index: "<name>@<size>" -> entry (file, model, input_size, default)."""
+    path = directory / "index.json"
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"profile index {path} is unreadable: {exc}") from None
+    return index if isinstance(index, dict) else {}
+
+
+def resolve_profile(model: str, input_size: int | None = None, directory: Path = PROFILES_DIR):
+    """A ModelProfile from a PROFILE.json path or a zoo name (its packaged profile, no TensorFlow).
+
+    Raises:
+        ModelFileError: an unreadable profile file; UnknownNameError: an unknown zoo name;
+        OptionError: an input size the index has no profile for.
+    """
+    from advisor.profile import ModelProfile
+
+    path = Path(model)
+    if model.endswith(".json") or path.is_file():
+        if input_size is not None:
+            raise OptionError("--input-size applies to zoo names; a profile file has its own input size")
+        return ModelProfile.load(path)
+    index = zoo_index(directory)
+    names = sorted({key.split("@")[0] for key in index})
+    name = model.split("@")[0]
+    if "@" in model:
+        try:
+            size_from_name = int(model.split("@")[1])
+        except ValueError:
+            raise OptionError(f"bad model name {model!r}: write NAME or NAME@SIZE") from None
+        if input_size is not None and input_size != size_from_name:
+            raise OptionError(f"{model} names input size {size_from_name} but --input-size is {input_size}")
+        input_size = size_from_name
+    entries = {key: e for key, e in index.items() if key.split("@")[0] == name}
+    if not entries:
+        if not index:
+            raise ModelFileError(f"no packaged profiles at {directory} (give a PROFILE.json instead)")
+        raise UnknownNameError("model", name, names)
+    if input_size is None:
+        chosen = [k for k, e in entries.items() if e.get("default")] or sorted(entries)
+        key = chosen[0]
+    else:
+        key = f"{name}@{input_size}"
+        if key not in entries:
+            sizes = sorted(int(e.get("input_size", k.split("@")[1])) for k, e in entries.items())
+            raise OptionError(f"no profile of {name} at input size {input_size} (available: "
+                              f"{', '.join(map(str, sizes))})")
+    return ModelProfile.load(directory / entries[key]["file"])
+
+
+def device_fingerprint(device: str, predictor: Any) -> tuple[dict, str | None]:
+    """(fingerprint, note) for `--device`: 'local' or a device the bundle was trained on.
+
+    For 'local', a machine the bundle knows (same fingerprint id) is described exactly as in
+    training, so its rows and this prediction see the same features.
+    """
+    devices = getattr(predictor, "devices_", {}) or {}
+    if device == "local":
+        from advisor.fingerprint import collect_fingerprint, fingerprint_id
+
+        fp = collect_fingerprint()
+        fid = fingerprint_id(fp)
+        for name, entry in devices.items():
+            if entry.get("fingerprint_id") == fid:
+                return dict(entry["fingerprint"]), f"this machine is '{name}' in the training data"
+        return fp, "this machine has no measurements in the training data: the prediction extrapolates"
+    if device in devices:
+        return dict(devices[device]["fingerprint"]), None
+    raise UnknownNameError("device", device, ["local", *devices])
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands.
+
+
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Dataset store folder.")] = DEFAULT_STORE,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Bundle folder to write "
+                                                "(default models/current).")] = None,
+    evaluate_split: Annotated[str, typer.Option("--evaluate", help="Held-out split whose metrics go in the card: "
+                                                "family, random, device, or none.")] = "family",
+    latency_mode: LatencyModeOpt = "composed",
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the predictor on every row of the store, evaluate it held-out, and save a bundle."""
+    from advisor.bundle import DEFAULT_BUNDLE, save
+    from advisor.evaluate import SPLITS, evaluate, summary_lines
+    from advisor.predictor import Predictor
+
+    if evaluate_split not in (*SPLITS, "none"):
+        raise OptionError(f"unknown --evaluate {evaluate_split!r} (valid: {', '.join(SPLITS)}, none)")
+    rows, profiles = read_training_data(data)
+    params: dict[str, Any] = {"latency_mode": latency_mode}
+    predictor = Predictor(**params).fit(rows, profiles)
+    evaluation = None if evaluate_split == "none" else evaluate(rows, profiles, split=evaluate_split, params=params)
+    path = save(predictor, out or DEFAULT_BUNDLE, {"evaluation": evaluation})
+    summary = {"bundle": str(path), "rows": predictor.data_summary_, "targets": list(predictor.targets_),
+               "unavailable": predictor.unavailable_, "component_rows": predictor.n_rows_,
+               "evaluation": evaluation}
+    if as_json:
+        _emit(summary)
+        return
+    d = predictor.data_summary_
+    typer.echo(f"trained on {d['rows']} rows ({', '.join(f'{k} {v}' for k, v in d['by_source'].items())}; "
+               f"devices: {', '.join(f'{k} {v}' for k, v in d['by_device'].items())})")
+    typer.echo(f"  targets: {', '.join(predictor.targets_) or 'none'}")
+    for target, reason in predictor.unavailable_.items():
+        typer.echo(f"  unavailable {target}: {reason}")
+    if evaluation:
+        for line in summary_lines(evaluation):
+            typer.echo(f"  {line}")
+    typer.echo(f"saved {path}")
+
+
+def evaluate_command(
+    split: Annotated[str, typer.Option("--split", help="family (hold out architecture families), random, "
+                                       "or device (leave one device out).")] = "family",
+    data: Annotated[Path, typer.Option("--data", help="Dataset store folder.")] = DEFAULT_STORE,
+    folds: Annotated[int, typer.Option(help="Folds for the family and random splits.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed for the fold assignment.")] = 0,
+    latency_mode: LatencyModeOpt = "composed",
+    as_json: JsonOpt = False,
+) -> None:
+    """Score the predictor on held-out rows, against the FLOPs-proportional baseline."""
+    from advisor.evaluate import SPLITS, evaluate, summary_lines
+
+    if split not in SPLITS:
+        raise OptionError(f"unknown --split {split!r} (valid: {', '.join(SPLITS)})")
+    rows, profiles = read_training_data(data)
+    result = evaluate(rows, profiles, split=split, seed=seed, folds=folds, params={"latency_mode": latency_mode})
+    if as_json:
+        _emit(result)
+        return
+    for line in summary_lines(result):
+        typer.echo(line)
+
+
+def predict(
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name (NAME or NAME@SIZE) or a PROFILE.json "
+                                       "from `advisor profile --json`.")],
+    technique: Annotated[str, typer.Option("--technique", "-t", help="Technique spec, e.g. prune:0.8+ptq-int8.")],
+    device: Annotated[str, typer.Option(help="'local' or a device in the training data.")] = "local",
+    threads: Annotated[int, typer.Option(help="Interpreter threads.")] = 1,
+    input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo names).")] = None,
+    bundle: Annotated[Optional[Path], typer.Option("--bundle", help="Bundle folder (default "
+                                                   "models/current).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict p10/p50/p90 latency, energy, size and accuracy change, compressed and uncompressed."""
+    from advisor.bundle import DEFAULT_BUNDLE, load
+    from advisor.features import device_features, feature_matrix
+    from advisor.predictor import TARGETS
+    from advisor.techniques import Pipeline
+
+    pipeline = Pipeline.parse(technique)
+    if threads < 1:
+        raise OptionError(f"--threads must be at least 1 (got {threads})")
+    profile = resolve_profile(model, input_size)
+    loaded = load(bundle or DEFAULT_BUNDLE)
+    fp, note = device_fingerprint(device, loaded.predictor)
+    X = feature_matrix(profile, [pipeline, "none"], device_features(fp, threads))
+    pred = loaded.predict(X)
+
+    def view(i: int) -> dict:
+        return {t: {"p10": float(q[i, 0]), "p50": float(q[i, 1]), "p90": float(q[i, 2]), "unit": TARGETS[t].unit}
+                if bool((q[i] == q[i]).all()) else None for t, q in pred.items()}
+
+    out = {"model": profile.model, "family": profile.family, "macs": profile.macs, "params": profile.params,
+           "technique": pipeline.spec, "device": device, "threads": threads,
+           "bundle": {"path": str(loaded.path), "version": loaded.version},
+           "prediction": view(0), "baseline": view(1), "unavailable": loaded.predictor.unavailable_,
+           "notes": [note] if note else []}
+    if as_json:
+        _emit(out)
+        return
+    _print_prediction(out)
+
+
+def _fmt(target: str, v: float) -> str:
+    if target.startswith("size"):
+        return f"{v / 1e6:,.3f} MB"
+    if target == "accuracy_delta":
+        return f"{v:+.2f} pp"
+    return f"{v:,.3f} {'ms' if target == 'latency' else 'mJ'}"
+
+
+def _print_prediction(out: dict) -> None:
+    typer.echo(f"{out['model']} ({out['macs'] / 1e6:,.1f} M MACs, {out['params'] / 1e6:,.2f} M params) on "
+               f"{out['device']}, {out['threads']} thread(s); bundle {out['bundle']['version']}")
+    w = max(len(out["technique"]), 4)
+    typer.echo(f"  {'':<{w}} {'':<14} {'p10':>14} {'p50':>14} {'p90':>14}")
+    for label, view in ((out["technique"], out["prediction"]), ("none", out["baseline"])):
+        for i, (target, q) in enumerate(view.items()):
+            shown = label if i == 0 else ""
+            if q is None:
+                typer.echo(f"  {shown:<{w}} {target:<14} {'n/a (no energy rows for this device)':>44}")
+                continue
+            typer.echo(f"  {shown:<{w}} {target:<14} {_fmt(target, q['p10']):>14} {_fmt(target, q['p50']):>14} "
+                       f"{_fmt(target, q['p90']):>14}")
+    for target, reason in out["unavailable"].items():
+        typer.echo(f"  unavailable {target}: {reason}")
+    for note in out["notes"]:
+        typer.echo(f"  note: {note}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train`, `evaluate` and `predict` to the `advisor` app."""
+    app.command("train")(train)
+    app.command("evaluate")(evaluate_command)
+    app.command("predict")(predict)

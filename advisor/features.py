@@ -1,0 +1,474 @@
+"""The predictor's features: one fixed schema, computed fast.
+
+`FEATURE_NAMES` is the schema: a fixed, ordered tuple whose hash (`schema_hash()`) goes in
+every bundle's card, so a bundle trained on another schema is refused rather than misread.
+It has five blocks, each filled from one source:
+
+  profile    the network: MACs, parameters, activation elements (sum of output elements: the
+             memory traffic a kernel writes) and op counts, in total and per layer group (conv,
+             depthwise, dense, recurrent, attention, other), conv/depthwise/dense work split by
+             layer size (small kernels run below peak), pointwise-conv work, shares of the
+             work by group, arithmetic intensity, input size, domain, and log10 versions of the
+             big totals;
+  technique  the compression pipeline, from `Pipeline.features()` (kind flags, bits, sparsity,
+             structure, clusters, step order), plus effective weight/activation bits;
+  device     the hardware: threads, CPUs, architecture, memory, accelerator, ISA flags;
+  context    where a row comes from (`source_published`);
+  derived    products across blocks (parameter bytes at the pipeline's weight width, non-zero
+             parameters), computed after the blocks are assembled.
+
+Why per-group work: latency of an unseen network is generalised best as a sum of per-kernel
+costs (nn-Meter predicts per kernel and sums); the rows only time whole networks, so the
+predictor learns per-group costs from per-group work: `advisor.predictor` fits a non-negative
+kernel-sum prior on `macs_<group>`, `n_<group>` and `act_elements` per machine and thread count,
+and trees on the rest (log of latency over the prior for the baseline, plus log of the ratio to
+the baseline for the pipeline). A depthwise MAC costs several times a pointwise one, and a dense
+or recurrent MAC is memory-bound: the group columns and shares let the model tell the difference
+where plain FLOPs cannot. The held-out numbers behind these choices are in `advisor.predictor`'s
+docstring. `profile_keys` hashes the profile block, so the predictor can tell a network it was
+trained on from a new one.
+
+Missing values are NaN (a row without a stored profile has only its total MACs and
+parameters; a fingerprint without ISA flags leaves them NaN): the trees route NaN by their
+learned default, never by a guessed zero.
+
+`feature_matrix` builds the rows for many candidate pipelines of one model on one device at
+once: the profile and device parts are computed once and broadcast, the technique part comes
+from a per-spec cache, so the cost per candidate is a row copy (the advisor scores well over
+10,000 candidates per second). Nothing here imports pandas or xgboost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from advisor.profile import LayerProfile, ModelProfile
+from advisor.techniques import TECHNIQUES, Pipeline
+
+# ---------------------------------------------------------------------------------------------
+# Layer groups: a data table, not an if-chain. Types not listed are "other".
+
+GROUPS = ("conv", "depthwise", "dense", "recurrent", "attention", "other")
+
+LAYER_GROUPS: dict[str, str] = {
+    **dict.fromkeys(("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+                     "Convolution1D", "Convolution2D", "Convolution3D"), "conv"),
+    **dict.fromkeys(("DepthwiseConv1D", "DepthwiseConv2D"), "depthwise"),
+    **dict.fromkeys(("Dense", "EinsumDense"), "dense"),
+    **dict.fromkeys(("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D",
+                     "CuDNNLSTM", "CuDNNGRU"), "recurrent"),
+    **dict.fromkeys(("MultiHeadAttention", "Attention", "AdditiveAttention", "GroupQueryAttention"), "attention"),
+}
+
+#: A depthwise convolution followed by a pointwise one: its work is split between the two groups.
+SEPARABLE = frozenset({"SeparableConv1D", "SeparableConv2D"})
+
+#: Layers that cost nothing in a converted model: removed at inference (dropout, noise), folded
+#: into the preceding convolution (batch norm), fused into it (ReLU), or a view (reshape).
+FREE_LAYERS = frozenset({
+    "InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "BatchNormalization", "Flatten", "Reshape",
+    "ReLU",
+})
+
+DOMAINS = ("image", "text", "audio")
+
+#: Layer sizes (MACs of one layer) whose cost per MAC differs: a small kernel cannot fill the
+#: vector units and threads, a large one can. Work in these groups is also split by size.
+SIZE_BUCKETS = (("small", 0.0, 2.0**18), ("mid", 2.0**18, 2.0**22), ("large", 2.0**22, math.inf))
+BUCKETED_GROUPS = ("conv", "depthwise", "dense")
+
+#: Instruction-set extensions that change kernel speed (a curated, stable subset of
+#: `advisor.fingerprint.ISA_FLAGS`: changing this list changes the schema).
+ISA_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
+                "neon", "asimd", "asimdhp", "asimddp", "i8mm", "sve")
+
+ARCHES = {"x86_64": "arch_x86_64", "amd64": "arch_x86_64", "aarch64": "arch_aarch64", "arm64": "arch_aarch64",
+          "armv7l": "arch_arm32", "armv6l": "arch_arm32", "armv8l": "arch_arm32"}
+
+
+def _profile_names() -> tuple[str, ...]:
+    per_group = tuple(f"{kind}_{g}" for g in GROUPS for kind in ("macs", "params", "act", "n"))
+    per_bucket = tuple(f"macs_{g}_{b}" for g in BUCKETED_GROUPS for b, _, _ in SIZE_BUCKETS)
+    shares = tuple(f"share_{g}" for g in GROUPS if g != "other")
+    return ("macs", "params", "depth", "n_ops", "input_size", "input_elements", "act_elements", "act_peak",
+            "macs_per_act", "macs_per_op", "params_per_mac", "num_classes",
+            *(f"domain_{d}" for d in DOMAINS), *per_group, *per_bucket, "macs_conv_k1", "macs_conv_strided",
+            *shares, "share_conv_k1", "share_act_other",
+            "log_macs", "log_params", "log_act_elements", "log_input_elements")
+
+
+def _technique_names() -> tuple[str, ...]:
+    steps = [cls for cls in TECHNIQUES if cls.kind != "none"]
+    has = tuple(f"has_{_key(cls.name)}" for cls in steps)
+    kinds = tuple(dict.fromkeys(cls.kind for cls in steps))
+    step_keys: set[str] = set()
+    for cls in steps:
+        step_keys.update(cls().features())  # every technique has default parameters
+    return ("n_steps", *has, *(f"order_{k}" for k in kinds), *(f"kind_{k}" for k in kinds),
+            *sorted(step_keys), "eff_weight_bits", "eff_act_bits", "density", "cluster_bits")
+
+
+def _key(name: str) -> str:
+    return name.replace("-", "_").replace(":", "_")
+
+
+PROFILE_NAMES = _profile_names()
+TECHNIQUE_NAMES = _technique_names()
+DEVICE_NAMES = ("threads", "logical_cpus", "physical_cores", "thread_share", "memory_gib", "accelerator",
+                "arch_x86_64", "arch_aarch64", "arch_arm32", *(f"isa_{f}" for f in ISA_FEATURES))
+CONTEXT_NAMES = ("source_published",)
+DERIVED_NAMES = ("param_bytes", "param_nonzero")
+
+#: The feature schema: every matrix the predictor sees has these columns, in this order.
+FEATURE_NAMES: tuple[str, ...] = PROFILE_NAMES + TECHNIQUE_NAMES + DEVICE_NAMES + CONTEXT_NAMES + DERIVED_NAMES
+
+INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
+if len(INDEX) != len(FEATURE_NAMES):  # pragma: no cover - a programming error
+    raise RuntimeError("duplicate feature names")
+
+
+def _block(names: tuple[str, ...]) -> slice:
+    start = INDEX[names[0]]
+    return slice(start, start + len(names))
+
+
+PROFILE_BLOCK, TECHNIQUE_BLOCK = _block(PROFILE_NAMES), _block(TECHNIQUE_NAMES)
+DEVICE_BLOCK, CONTEXT_BLOCK, DERIVED_BLOCK = _block(DEVICE_NAMES), _block(CONTEXT_NAMES), _block(DERIVED_NAMES)
+
+
+def schema_hash(names: Sequence[str] = FEATURE_NAMES) -> str:
+    """A short hash of a feature schema (names and order); bundles record it."""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile features.
+
+
+def _elements(shape: Iterable[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _separable_split(layer: LayerProfile) -> tuple[int, int]:
+    """(depthwise MACs, depthwise params) of a separable convolution, from its shapes."""
+    if not layer.input_shapes or not layer.output_shape:
+        return 0, 0
+    c_in = int(layer.input_shapes[0][-1])
+    spatial = _elements(layer.output_shape[:-1])
+    taps = max(int(layer.kernel), 1) ** max(len(layer.output_shape) - 1, 1)
+    return min(spatial * c_in * taps, layer.macs), min(c_in * taps, layer.params)
+
+
+def _log10(x: float) -> float:
+    return math.log10(1.0 + x) if x == x else float("nan")
+
+
+def profile_features(profile: ModelProfile) -> dict[str, float]:
+    """The profile block for one network (every name in `PROFILE_NAMES`)."""
+    macs = dict.fromkeys(GROUPS, 0.0)
+    params = dict.fromkeys(GROUPS, 0.0)
+    act = dict.fromkeys(GROUPS, 0.0)
+    count = dict.fromkeys(GROUPS, 0.0)
+    bucket = {f"macs_{g}_{b}": 0.0 for g in BUCKETED_GROUPS for b, _, _ in SIZE_BUCKETS}
+    k1 = strided = 0.0
+    peak = 0.0
+
+    def add_bucket(g: str, m: float) -> None:
+        if g in BUCKETED_GROUPS:
+            for b, lo, hi in SIZE_BUCKETS:
+                if lo <= m < hi:
+                    bucket[f"macs_{g}_{b}"] += m
+
+    for layer in profile.layers:
+        if layer.type in FREE_LAYERS:
+            continue
+        written = float(layer.output_elements)
+        peak = max(peak, written)
+        if layer.type in SEPARABLE:
+            dw_macs, dw_params = _separable_split(layer)
+            pointwise = ("conv", layer.macs - dw_macs, layer.params - dw_params)
+            for g, m, p in (("depthwise", dw_macs, dw_params), pointwise):
+                macs[g] += m
+                params[g] += p
+                count[g] += 1
+                add_bucket(g, m)
+            act["depthwise"] += written  # its intermediate has the input's channels; approximated by the output
+            act["conv"] += written
+            k1 += layer.macs - dw_macs
+            continue
+        g = LAYER_GROUPS.get(layer.type, "other")
+        add_bucket(g, layer.macs)
+        macs[g] += layer.macs
+        params[g] += layer.params
+        act[g] += written
+        count[g] += 1
+        if g == "conv":
+            k1 += layer.macs if layer.kernel == 1 else 0
+            strided += layer.macs if layer.stride > 1 else 0
+    total_macs, total_params = float(profile.macs), float(profile.params)
+    total_act, n_ops = sum(act.values()), sum(count.values())
+    input_elements = float(_elements(profile.input_shape))
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else 0.0
+
+    out: dict[str, float] = {
+        "macs": total_macs, "params": total_params, "depth": float(profile.depth), "n_ops": n_ops,
+        "input_size": float(profile.input_shape[0]) if profile.input_shape else float("nan"),
+        "input_elements": input_elements, "act_elements": total_act, "act_peak": peak,
+        "macs_per_act": ratio(total_macs, total_act), "macs_per_op": ratio(total_macs, n_ops),
+        "params_per_mac": ratio(total_params, total_macs), "num_classes": float(profile.num_classes),
+        **{f"domain_{d}": float(profile.domain == d) for d in DOMAINS},
+        "macs_conv_k1": k1, "macs_conv_strided": strided,
+        "share_conv_k1": ratio(k1, total_macs), "share_act_other": ratio(act["other"], total_act),
+        "log_macs": _log10(total_macs), "log_params": _log10(total_params),
+        "log_act_elements": _log10(total_act), "log_input_elements": _log10(input_elements),
+        **bucket,
+    }
+    for g in GROUPS:
+        out.update({f"macs_{g}": macs[g], f"params_{g}": params[g], f"act_{g}": act[g], f"n_{g}": count[g]})
+        if g != "other":
+            out[f"share_{g}"] = ratio(macs[g], total_macs)
+    return out
+
+
+def partial_profile_features(macs: float | None, params: float | None, input_size: float | None,
+                             domain: str | None) -> dict[str, float]:
+    """The profile block when only a row's totals are known (no stored profile): the rest is NaN."""
+    nan = float("nan")
+    out = dict.fromkeys(PROFILE_NAMES, nan)
+    m = float(macs) if macs is not None else nan
+    p = float(params) if params is not None else nan
+    out.update({"macs": m, "params": p, "log_macs": _log10(m), "log_params": _log10(p),
+                "input_size": float(input_size) if input_size is not None else nan})
+    if domain is not None:
+        out.update({f"domain_{d}": float(domain == d) for d in DOMAINS})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Technique features.
+
+
+def technique_features(pipeline: Pipeline | str) -> dict[str, float]:
+    """The technique block for one pipeline (or spec string), every name in `TECHNIQUE_NAMES`.
+
+    Raises:
+        SpecError: a malformed spec string.
+    """
+    if isinstance(pipeline, str):
+        pipeline = Pipeline.parse(pipeline)
+    raw = pipeline.features()
+    out = {name: float(raw.get(name, 0.0)) for name in TECHNIQUE_NAMES}
+    for step in pipeline.steps:
+        if step.kind != "none":
+            out[f"kind_{step.kind}"] = 1.0
+    out["eff_weight_bits"] = out.get("weight_bits") or 32.0
+    out["eff_act_bits"] = out.get("act_bits") or 32.0
+    out["density"] = 1.0 - out.get("sparsity", 0.0)
+    clusters = out.get("clusters", 0.0)
+    out["cluster_bits"] = math.log2(clusters) if clusters else 0.0
+    return out
+
+
+@lru_cache(maxsize=4096)
+def technique_vector(spec: str) -> np.ndarray:
+    """The technique block of one spec as a read-only vector (cached per spec)."""
+    feats = technique_features(spec)
+    vec = np.array([feats[n] for n in TECHNIQUE_NAMES], dtype=np.float64)
+    vec.setflags(write=False)
+    return vec
+
+
+def _spec(pipeline: Pipeline | str) -> str:
+    return pipeline.spec if isinstance(pipeline, Pipeline) else str(pipeline)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device features.
+
+
+def device_features(fp: Mapping[str, Any], threads: int) -> dict[str, float]:
+    """The device block from a fingerprint (`collect_fingerprint()` or the fields a row keeps).
+
+    A field the fingerprint lacks is NaN (unknown), not 0; `accelerator` present but None means
+    "none". `isa_flags` None means unknown, so every ISA feature is NaN.
+    """
+    nan = float("nan")
+
+    def num(key: str) -> float:
+        value = fp.get(key)
+        return float(value) if value is not None else nan
+
+    logical = num("logical_cpus")
+    memory = num("memory_bytes")
+    out = {
+        "threads": float(threads), "logical_cpus": logical, "physical_cores": num("physical_cores"),
+        "thread_share": float(threads) / logical if logical == logical and logical > 0 else nan,
+        "memory_gib": memory / 2**30 if memory == memory else nan,
+        "accelerator": float(bool(fp.get("accelerator"))) if "accelerator" in fp else nan,
+    }
+    machine = fp.get("machine")
+    for feature in ("arch_x86_64", "arch_aarch64", "arch_arm32"):
+        out[feature] = nan if machine is None else float(ARCHES.get(str(machine).lower()) == feature)
+    flags = fp.get("isa_flags")
+    for flag in ISA_FEATURES:
+        out[f"isa_{flag}"] = nan if flags is None else float(flag in flags)
+    return out
+
+
+def device_vector(fp: Mapping[str, Any], threads: int) -> np.ndarray:
+    """The device block as a vector in `DEVICE_NAMES` order."""
+    feats = device_features(fp, threads)
+    return np.array([feats[n] for n in DEVICE_NAMES], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Assembly.
+
+
+def _vector(feats: Mapping[str, float], names: tuple[str, ...]) -> np.ndarray:
+    return np.array([feats.get(n, float("nan")) for n in names], dtype=np.float64)
+
+
+def profile_vector(profile: ModelProfile) -> np.ndarray:
+    """The profile block as a vector in `PROFILE_NAMES` order."""
+    return _vector(profile_features(profile), PROFILE_NAMES)
+
+
+def fill_derived(X: np.ndarray) -> np.ndarray:
+    """Compute the derived columns of an assembled matrix in place; returns X."""
+    params = X[:, INDEX["params"]]
+    X[:, INDEX["param_bytes"]] = params * X[:, INDEX["eff_weight_bits"]] / 8.0
+    X[:, INDEX["param_nonzero"]] = params * X[:, INDEX["density"]]
+    return X
+
+
+def feature_matrix(profile: ModelProfile | np.ndarray, pipelines: Sequence[Pipeline | str],
+                   device_feats: Mapping[str, float] | np.ndarray) -> np.ndarray:
+    """Feature rows for many candidate pipelines of one model on one device, shape (n, F).
+
+    Args:
+        profile: the network (or its `profile_vector`, to skip recomputing it).
+        pipelines: `Pipeline` objects or spec strings.
+        device_feats: `device_features(fp, threads)` (or its `device_vector`).
+
+    Raises:
+        SpecError: a malformed spec string.
+    """
+    pv = profile if isinstance(profile, np.ndarray) else profile_vector(profile)
+    dv = device_feats if isinstance(device_feats, np.ndarray) else _vector(device_feats, DEVICE_NAMES)
+    specs = [_spec(p) for p in pipelines]
+    unique: dict[str, int] = {}
+    index = np.fromiter((unique.setdefault(s, len(unique)) for s in specs), dtype=np.int64, count=len(specs))
+    table = np.stack([technique_vector(s) for s in unique]) if unique else np.zeros((0, len(TECHNIQUE_NAMES)))
+    X = np.empty((len(specs), len(FEATURE_NAMES)), dtype=np.float64)
+    X[:, PROFILE_BLOCK] = pv
+    X[:, TECHNIQUE_BLOCK] = table[index] if len(specs) else table
+    X[:, DEVICE_BLOCK] = dv
+    X[:, CONTEXT_BLOCK] = 0.0
+    return fill_derived(X)
+
+
+def as_baseline(X: np.ndarray) -> np.ndarray:
+    """A copy of X with every row's pipeline replaced by the uncompressed baseline ('none')."""
+    Xb = np.array(X, dtype=np.float64, copy=True)
+    Xb[:, TECHNIQUE_BLOCK] = technique_vector("none")
+    return fill_derived(Xb)
+
+
+def profile_keys(X: np.ndarray) -> np.ndarray:
+    """Per row, a short hash of its profile block: equal networks (same profile), equal keys."""
+    block = np.ascontiguousarray(X[:, PROFILE_BLOCK], dtype=np.float64)
+    if len(block) == 0:
+        return np.zeros(0, dtype=object)
+    if np.array_equal(block, np.broadcast_to(block[0], block.shape), equal_nan=True):
+        return np.full(len(block), hashlib.blake2b(block[0].tobytes(), digest_size=8).hexdigest(), dtype=object)
+    rows = block.view(np.dtype((np.void, block.itemsize * block.shape[1]))).ravel()
+    unique, inverse = np.unique(rows, return_inverse=True)
+    keys = np.array([hashlib.blake2b(u.tobytes(), digest_size=8).hexdigest() for u in unique], dtype=object)
+    return keys[inverse.ravel()]
+
+
+def is_baseline(X: np.ndarray) -> np.ndarray:
+    """Per row: does its technique block describe the uncompressed baseline?"""
+    return X[:, INDEX["n_steps"]] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement rows.
+
+#: Row columns that describe the device, as a partial fingerprint.
+ROW_DEVICE_FIELDS = ("logical_cpus", "machine", "accelerator")
+
+
+def plain_value(value: Any) -> Any:
+    """A DataFrame cell as a plain value, with every kind of missing as None."""
+    if value is None:
+        return None
+    try:
+        if value != value:  # NaN
+            return None
+    except (TypeError, ValueError):
+        return value
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def row_fingerprint(row: Mapping[str, Any], fingerprints: Mapping[str, Mapping[str, Any]] | None = None
+                    ) -> dict[str, Any]:
+    """The fingerprint a measurement row implies: the full one if `fingerprints` holds its
+    `fingerprint_id`, else the fields the row keeps (ISA flags, cores and memory unknown)."""
+    fid = plain_value(row.get("fingerprint_id"))
+    if fingerprints and fid in fingerprints:
+        return dict(fingerprints[fid])
+    return {k: plain_value(row.get(k)) for k in ROW_DEVICE_FIELDS}
+
+
+def rows_matrix(rows: Any, profiles: Mapping[str, ModelProfile],
+                fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> np.ndarray:
+    """Feature rows for measurement rows (a DataFrame in the store's schema), shape (n, F).
+
+    Each distinct profile, technique and device is featurised once. A row whose
+    `profile_digest` is not in `profiles` gets only its total MACs and parameters.
+    """
+    n = len(rows)
+    X = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
+    if n == 0:
+        return X
+    records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    cache: dict[tuple, np.ndarray] = {}
+
+    def cached(key: tuple, make: Any) -> np.ndarray:
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    for i, r in enumerate(records):
+        digest = plain_value(r.get("profile_digest"))
+        prof = profiles.get(digest) if digest is not None else None
+        if prof is not None:
+            X[i, PROFILE_BLOCK] = cached(("p", digest), lambda p=prof: profile_vector(p))
+        else:
+            key = ("q", plain_value(r.get("macs")), plain_value(r.get("params")), plain_value(r.get("input_size")),
+                   plain_value(r.get("domain")))
+            X[i, PROFILE_BLOCK] = cached(key, lambda k=key: _vector(partial_profile_features(*k[1:]),
+                                                                   PROFILE_NAMES))
+        X[i, TECHNIQUE_BLOCK] = technique_vector(str(r.get("technique") or "none"))
+        fp = row_fingerprint(r, fingerprints)
+        threads = plain_value(r.get("threads")) or 1
+        dkey = ("d", plain_value(r.get("fingerprint_id")), tuple(sorted((k, str(v)) for k, v in fp.items())), threads)
+        X[i, DEVICE_BLOCK] = cached(dkey, lambda f=fp, t=threads: device_vector(f, int(t)))
+        X[i, CONTEXT_BLOCK] = float(plain_value(r.get("source")) == "published")
+    return fill_derived(X)

@@ -1,0 +1,870 @@
+"""The learned predictor: quantile XGBoost over the feature schema, on top of physical priors.
+
+Targets, each predicted as p10/p50/p90 in natural units, so the advisor can promise a budget
+with a stated confidence:
+
+  latency         ms    = kernel-sum prior(baseline) x exp(latency_base) x exp(latency_ratio)
+  energy          mJ    = latency x exp(power)              (mJ / ms = W)
+  size            bytes = size prior x exp(size)
+  size_gzip       bytes = size prior x exp(size_gzip)
+  accuracy_delta  pp    = accuracy_delta                      (compressed minus baseline top-1)
+
+Each right-hand name is a *component*: one multi-quantile XGBoost booster
+(`objective="reg:quantileerror"`, `quantile_alpha=[0.1, 0.5, 0.9]`; by default one tree per
+round holding all three quantiles, `multi_strategy="multi_output_tree"`, a third of the trees to
+walk at answer time for the same held-out quality) trained on its own rows:
+
+  latency_base    log(baseline latency / kernel-sum prior), on uncompressed rows. The prior is
+                  a non-negative sum of per-kernel costs: ms per MAC and ms per op for each
+                  layer group (conv, depthwise, dense, recurrent, attention, other), ms per
+                  activation element, and a fixed cost per invoke, fitted by relative least
+                  squares separately for each machine and thread count (a global set covers
+                  unseen ones), with MAC costs shrunk toward the FLOPs-proportional cost where
+                  the data says little. nn-Meter predicts per kernel and sums; the rows time
+                  whole networks, so here the per-kernel costs are learned jointly, and a sum of
+                  costs extrapolates to bigger or differently-mixed networks, which trees alone
+                  cannot (a tree's output is bounded by what it saw). The trees learn what the
+                  sum misses (e.g. small kernels running below peak).
+  latency_ratio   log(latency / baseline latency), on compressed rows. The ratio is measured in
+                  the same interleaved rounds as its baseline, so it is free of machine drift, and
+                  scale-free, so it transfers across networks.
+  power           log(energy / latency), the average power in W: flatter across networks than
+                  energy. Energy is predicted only on machines whose rows had it (else NaN).
+  size            log(size / prior), on every measured row; the prior is parameter bytes at the
+                  pipeline's weight width plus per-parameter, per-op and fixed overhead (size is
+                  nearly deterministic; the trees learn what the prior misses, e.g. int32 biases).
+  size_gzip       the same for the gzip-compressed file, where pruning and clustering show.
+  accuracy_delta  percentage points, on compressed rows with a measured or published change;
+                  `source_published` is a feature. The baseline's change is 0 by definition.
+
+Latency and size are learned from measured rows only; published rows feed the accuracy
+component and nothing else. Two components that make one target (latency_base and
+latency_ratio; latency and power) combine in log space: medians add, and the distances from the
+median to p10 and to p90 add in quadrature (independent errors).
+
+Why these choices (held-out `evaluate(split="family")` on SYNTHETIC rows generated from a known
+kernel-sum formula, 8 architecture families, two simulated machines: numbers that check the
+mechanics, not measurements; rerun `advisor evaluate` on the campaign's rows to decide again):
+  * the kernel-sum prior: 57% of latencies within 10% with it, 18% with trees alone; the
+    FLOPs-proportional guess 2-4%;
+  * per-group op costs, one coefficient set per machine and thread count: 57%, against 49% with
+    one op cost for all groups and 41-44% with one set for every machine and thread count;
+  * MAC costs split by layer size inside the prior overfitted (42-54%), so layer size is left to
+    the trees (the `macs_<group>_<size>` features);
+  * composed (baseline x ratio) against one direct booster: a tie within noise (57% vs 55%, 53%
+    vs 55% in two runs). Composed is kept for the drift-free, scale-free ratio;
+    `latency_mode="direct"` (`--latency-mode direct`) stays for the comparison on real rows;
+  * with the calibration below, p10-p90 covered 77% (family split) and 80% (random split).
+
+Calibration: quantile boosters fitted on rows they have seen are over-confident on a network
+they have not. With at least three families, `fit` also refits on `calibration_folds` folds,
+twice: holding out whole families ("novel" networks) and holding out random rows ("familiar"
+networks, whose siblings were seen). For each target and level it shifts p10 and p90 (in log
+space, or pp) by the amounts that put 10% of held-out truths below p10 and 10% above p90; the
+median is not moved. At prediction time a row whose profile (its profile block of features)
+was in the training rows gets the familiar shifts, any other the novel ones: a network the
+campaign measured gets a tight band, an unseen one an honest wide band.
+
+Only rows with status "ok" are used; failed rows never train anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from advisor import features as F
+from advisor.errors import OptionError, SpecError
+from advisor.profile import ModelProfile
+from advisor.trees import Forest
+
+if TYPE_CHECKING:  # pandas costs ~0.3 s to import: the answer path never needs it
+    import pandas as pd
+
+QUANTILES = (0.1, 0.5, 0.9)
+
+# The device block without the thread setting: what identifies a machine among the rows.
+_MACHINE_COLUMNS = np.array([F.INDEX[n] for n in F.DEVICE_NAMES if n not in ("threads", "thread_share")])
+
+
+def _machines(X: np.ndarray) -> np.ndarray:
+    """The distinct machines (device block without threads) among rows, one per row of the result."""
+    if len(X) == 0:
+        return np.zeros((0, _MACHINE_COLUMNS.size))
+    return np.unique(np.nan_to_num(X[:, _MACHINE_COLUMNS], nan=-1.0), axis=0)
+
+
+def _on_machines(X: np.ndarray, machines: np.ndarray) -> np.ndarray:
+    """Per row of X: is its machine one of `machines`?"""
+    here = np.nan_to_num(X[:, _MACHINE_COLUMNS], nan=-1.0)
+    if machines.size == 0:
+        return np.zeros(len(X), dtype=bool)
+    return (here[:, None, :] == machines[None, :, :]).all(axis=2).any(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Priors: small non-negative linear models over feature columns, stored as plain numbers.
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """How a prior is fitted.
+
+    Attributes:
+        columns: the work columns it sums (an intercept is always added).
+        anchored: columns shrunk toward a reference cost where the data says little.
+        proportional_to: the column of the plain proportional model (MACs, parameter bytes),
+            used for the reference cost and for rows that lack the work columns.
+        key_columns: features selecting a separate coefficient set (one per machine and thread
+            count, say); () for one global set.
+        shrink: shrinkage strength, in rows' worth of evidence.
+        min_rows: fewest rows a key needs for its own set (else it uses the global one).
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    anchored: tuple[str, ...]
+    proportional_to: str
+    key_columns: tuple[str, ...] = ()
+    shrink: float = 0.01
+    min_rows: int = 8
+
+
+#: Threads and the machine: latency's per-kernel costs are learned per setting.
+_MACHINE_NAMES = tuple(n for n in F.DEVICE_NAMES if n != "thread_share")
+
+# Per group: a cost per MAC and a cost per op (the kernel-sum model); per activation element.
+_LATENCY_WORK = tuple(f"macs_{g}" for g in F.GROUPS)
+_LATENCY_OPS = tuple(f"n_{g}" for g in F.GROUPS)
+
+PRIORS: dict[str, PriorSpec] = {
+    "latency": PriorSpec("latency", columns=(*_LATENCY_WORK, *_LATENCY_OPS, "act_elements"), anchored=_LATENCY_WORK,
+                         proportional_to="macs", key_columns=_MACHINE_NAMES),
+    "size": PriorSpec("size", columns=("param_bytes", "params", "n_ops"), anchored=("param_bytes",),
+                      proportional_to="param_bytes"),
+}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A non-negative linear prior: intercept + sum(coef * X[:, columns]), one coefficient set per
+    key (e.g. machine and threads), the last set global for rows whose key was not seen. A row
+    with a NaN work column uses `fallback_coef * X[:, fallback_column] + intercept`."""
+
+    name: str
+    columns: tuple[str, ...]
+    fallback_column: str
+    key_columns: tuple[str, ...]
+    keys: tuple[tuple[float, ...], ...]
+    coef: tuple[tuple[float, ...], ...]
+    intercept: tuple[float, ...]
+    fallback_coef: tuple[float, ...]
+    rows: tuple[int, ...]
+
+    def set_index(self, X: np.ndarray) -> np.ndarray:
+        """Per row, which coefficient set applies (len(keys) meaning the global one)."""
+        out = np.full(len(X), len(self.keys), dtype=np.int64)
+        if not self.keys:
+            return out
+        here = np.nan_to_num(X[:, [F.INDEX[c] for c in self.key_columns]], nan=-1.0)
+        match = (here[:, None, :] == np.asarray(self.keys)[None, :, :]).all(axis=2)
+        found = match.any(axis=1)
+        out[found] = match[found].argmax(axis=1)
+        return out
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        s = self.set_index(X)
+        intercept = np.asarray(self.intercept)[s]
+        cols = X[:, [F.INDEX[c] for c in self.columns]]
+        value = np.einsum("nm,nm->n", cols, np.asarray(self.coef)[s]) + intercept
+        fallback = X[:, F.INDEX[self.fallback_column]] * np.asarray(self.fallback_coef)[s] + intercept
+        value = np.where(np.isnan(value), fallback, value)
+        floor = np.maximum(intercept, 1e-12)
+        return np.maximum(np.where(np.isnan(value), floor, value), floor)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Prior:
+        def tuples(v: Any) -> tuple[tuple[float, ...], ...]:
+            return tuple(tuple(float(x) for x in row) for row in v)
+
+        return cls(name=str(d["name"]), columns=tuple(d["columns"]), fallback_column=str(d["fallback_column"]),
+                   key_columns=tuple(d["key_columns"]), keys=tuples(d["keys"]), coef=tuples(d["coef"]),
+                   intercept=tuple(float(x) for x in d["intercept"]),
+                   fallback_coef=tuple(float(x) for x in d["fallback_coef"]), rows=tuple(int(x) for x in d["rows"]))
+
+
+def _nnls_relative(X: np.ndarray, y: np.ndarray, spec: PriorSpec, anchor: Mapping[str, float]
+                   ) -> tuple[np.ndarray, float]:
+    """Minimise sum_i (1 - prior(x_i) / y_i)^2 + shrink * sum_anchored (c_j / anchor_j - 1)^2, c >= 0."""
+    from scipy.optimize import nnls  # fit-time only
+
+    cols = np.column_stack([X[:, F.INDEX[c]] for c in spec.columns] + [np.ones(len(y))])
+    A = cols / y[:, None]
+
+    def rms(j: int) -> float:
+        return max(float(np.sqrt(np.mean(A[:, j] ** 2))), 1e-30)
+
+    # Anchored columns in units of their anchor (1 = the reference cost); others to unit RMS.
+    scale = np.array([anchor[c] if c in anchor else 1.0 / rms(j) for j, c in enumerate(spec.columns)]
+                     + [1.0 / rms(len(spec.columns))])
+    penalty = np.zeros((len(spec.columns) + 1, len(scale)))
+    target = np.zeros(len(spec.columns) + 1)
+    for j, c in enumerate(spec.columns):
+        weight = math.sqrt(spec.shrink) if c in anchor else 1e-2
+        penalty[j, j] = weight
+        target[j] = weight if c in anchor else 0.0
+    penalty[-1, -1] = 1e-2
+    u, _ = nnls(np.vstack([A * scale, penalty]), np.concatenate([np.ones(len(y)), target]),
+                maxiter=50 * len(scale))
+    coef = u * scale
+    return coef[:-1], float(coef[-1])
+
+
+def fit_prior(spec: PriorSpec, X: np.ndarray, y: np.ndarray) -> Prior:
+    """Fit a prior by non-negative least squares on relative error, shrunk toward a reference.
+
+    The global set's anchored columns are shrunk toward c0 = median(y / X[proportional_to]) (the
+    proportional cost), so a layer group no training network has costs the proportional amount,
+    not zero. Each key's set is shrunk toward the global set's costs scaled by the key's own c0,
+    so a device that never ran an LSTM borrows the other devices' relative LSTM cost.
+    """
+    prop = X[:, F.INDEX[spec.proportional_to]] if len(X) else np.zeros(0)
+    ok = np.isfinite(y) & (y > 0) & np.isfinite(prop) & (prop > 0)
+    if len(X):
+        ok &= np.isfinite(X[:, [F.INDEX[c] for c in spec.columns]]).all(axis=1)
+    Xs, ys = X[ok], y[ok]
+    n_cols = len(spec.columns)
+    if not ok.any():
+        level = float(np.median(y[y > 0])) if np.any(y > 0) else 1.0
+        return Prior(spec.name, spec.columns, spec.proportional_to, spec.key_columns, (), ((0.0,) * n_cols,),
+                     (level,), (0.0,), (0,))
+    ratio = ys / Xs[:, F.INDEX[spec.proportional_to]]
+    c0 = float(np.median(ratio))
+    g_coef, g_int = _nnls_relative(Xs, ys, spec, dict.fromkeys(spec.anchored, c0))
+    keys, coefs, ints, fallbacks, counts = [], [], [], [], []
+    if spec.key_columns:
+        K = np.nan_to_num(Xs[:, [F.INDEX[c] for c in spec.key_columns]], nan=-1.0)
+        unique, inverse = np.unique(K, axis=0, return_inverse=True)
+        for k in range(len(unique)):
+            rows = inverse.ravel() == k
+            if rows.sum() < spec.min_rows:
+                continue
+            ck = float(np.median(ratio[rows]))
+            anchor = {c: (g_coef[j] * ck / c0 if g_coef[j] > 0 else ck) for j, c in enumerate(spec.columns)
+                      if c in spec.anchored}
+            coef, intercept = _nnls_relative(Xs[rows], ys[rows], spec, anchor)
+            keys.append(tuple(float(v) for v in unique[k]))
+            coefs.append(tuple(float(c) for c in coef))
+            ints.append(intercept)
+            fallbacks.append(ck)
+            counts.append(int(rows.sum()))
+    coefs.append(tuple(float(c) for c in g_coef))
+    ints.append(g_int)
+    fallbacks.append(c0)
+    counts.append(int(len(ys)))
+    return Prior(spec.name, spec.columns, spec.proportional_to, spec.key_columns, tuple(keys), tuple(coefs),
+                 tuple(ints), tuple(fallbacks), tuple(counts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training data: the rows each component learns from.
+
+
+@dataclass
+class TrainingData:
+    """Featurised rows and the per-row quantities the components need (NaN where absent)."""
+
+    X: np.ndarray
+    family: np.ndarray
+    device: np.ndarray
+    source: np.ndarray
+    baseline: np.ndarray  # bool: technique is "none"
+    latency: np.ndarray
+    ratio: np.ndarray
+    energy: np.ndarray
+    size: np.ndarray
+    size_gzip: np.ndarray
+    accuracy: np.ndarray
+    config_id: np.ndarray
+    baseline_id: np.ndarray
+    dropped: dict[str, int] = field(default_factory=dict)
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def measured(self) -> np.ndarray:
+        return self.source == "measured"
+
+    def take(self, index: np.ndarray) -> TrainingData:
+        """The rows at `index` (an integer or boolean array)."""
+        return TrainingData(**{k: (v[index] if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()})
+
+
+def _column(rows: pd.DataFrame, name: str, dtype: Any = float) -> np.ndarray:
+    if name not in rows.columns:
+        return np.full(len(rows), np.nan if dtype is float else None, dtype=dtype if dtype is float else object)
+    col = rows[name]
+    if dtype is float:
+        return np.asarray(col.astype("Float64").to_numpy(dtype=float, na_value=np.nan))
+    return np.asarray(col.astype(object).where(col.notna(), None).to_numpy(), dtype=object)
+
+
+def prepare(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile],
+            fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> TrainingData:
+    """Featurise the usable rows: status "ok" and a technique spec this code can parse.
+
+    A compressed row's latency ratio is `latency_ratio_to_baseline` where recorded, else its
+    latency over its baseline row's (`baseline_config_id`).
+    """
+    dropped: dict[str, int] = {}
+    if "status" in rows.columns:
+        ok = (rows["status"] == "ok").fillna(False).to_numpy(dtype=bool)
+        dropped["status not ok"] = int((~ok).sum())
+        rows = rows[ok]
+    specs = rows["technique"].astype(object).fillna("none").to_numpy() if len(rows) else np.array([], object)
+    parsed = []
+    for spec in specs:
+        try:
+            F.technique_vector(str(spec))
+            parsed.append(True)
+        except SpecError:
+            parsed.append(False)
+    parsed_arr = np.asarray(parsed, dtype=bool)
+    if (~parsed_arr).any():
+        dropped["technique not understood"] = int((~parsed_arr).sum())
+    rows = rows[parsed_arr].reset_index(drop=True)
+    X = F.rows_matrix(rows, profiles, fingerprints)
+    latency = _column(rows, "latency_ms_median")
+    config_id = _column(rows, "config_id", object)
+    baseline_id = _column(rows, "baseline_config_id", object)
+    ratio = _column(rows, "latency_ratio_to_baseline")
+    by_id = {cid: lat for cid, lat in zip(config_id, latency) if cid is not None and lat == lat}
+    derived = np.array([latency[i] / by_id[b] if b in by_id and by_id[b] > 0 else np.nan
+                        for i, b in enumerate(baseline_id)]) if len(rows) else np.zeros(0)
+    ratio = np.where(np.isfinite(ratio), ratio, derived)
+    source = _column(rows, "source", object)
+    source = np.where(source == None, "measured", source).astype(str)  # noqa: E711 - elementwise
+    devices: dict[str, dict[str, Any]] = {}
+    for r in rows[source == "measured"].to_dict("records"):
+        name = str(r.get("device"))
+        if name not in devices:
+            fid = F.plain_value(r.get("fingerprint_id"))
+            devices[name] = {"fingerprint_id": fid, "fingerprint": F.row_fingerprint(r, fingerprints)}
+    return TrainingData(
+        X=X, family=np.asarray([str(f) for f in _column(rows, "family", object)], dtype=object),
+        device=np.asarray([str(d) for d in _column(rows, "device", object)], dtype=object), source=source,
+        baseline=F.is_baseline(X), latency=latency, ratio=ratio, energy=_column(rows, "energy_mj"),
+        size=_column(rows, "size_bytes"), size_gzip=_column(rows, "size_gzip_bytes"),
+        accuracy=_column(rows, "accuracy_delta_pp"), config_id=config_id, baseline_id=baseline_id,
+        dropped=dropped, devices=devices)
+
+
+# ---------------------------------------------------------------------------------------------
+# Components and targets: registries, not if-chains.
+
+
+@dataclass(frozen=True)
+class Component:
+    """One booster: which rows it learns from and what (`select` -> (X, y) in its own space)."""
+
+    name: str
+    doc: str
+    select: Callable[[TrainingData, Mapping[str, Prior]], tuple[np.ndarray, np.ndarray]]
+
+
+def _positive(v: np.ndarray) -> np.ndarray:
+    return np.isfinite(v) & (v > 0)
+
+
+def _select_latency_base(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
+    own = d.measured & d.baseline & _positive(d.latency)
+    X, lat = d.X[own], d.latency[own]
+    # A compressed row whose baseline row is absent still tells its baseline: latency / ratio.
+    have = {c for c in d.config_id[own]}
+    extra = d.measured & ~d.baseline & _positive(d.latency) & _positive(d.ratio)
+    extra &= np.array([b is not None and b not in have for b in d.baseline_id], dtype=bool)
+    if extra.any():
+        _, first = np.unique(d.baseline_id[extra].astype(str), return_index=True)
+        idx = np.flatnonzero(extra)[first]
+        X = np.vstack([X, F.as_baseline(d.X[idx])])
+        lat = np.concatenate([lat, d.latency[idx] / d.ratio[idx]])
+    return X, np.log(lat) - np.log(priors["latency"](X))
+
+
+def _select_latency_ratio(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
+    rows = d.measured & ~d.baseline & _positive(d.ratio)
+    return d.X[rows], np.log(d.ratio[rows])
+
+
+def _select_latency_direct(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
+    rows = d.measured & _positive(d.latency)
+    return d.X[rows], np.log(d.latency[rows]) - np.log(priors["latency"](F.as_baseline(d.X[rows])))
+
+
+def _select_power(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
+    rows = d.measured & _positive(d.energy) & _positive(d.latency)
+    return d.X[rows], np.log(d.energy[rows] / d.latency[rows])
+
+
+def _select_size(column: str) -> Callable[[TrainingData, Mapping[str, Prior]], tuple[np.ndarray, np.ndarray]]:
+    def select(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
+        value = getattr(d, column)
+        rows = d.measured & _positive(value)
+        return d.X[rows], np.log(value[rows]) - np.log(priors["size"](d.X[rows]))
+    return select
+
+
+def _select_accuracy(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
+    rows = ~d.baseline & np.isfinite(d.accuracy)
+    return d.X[rows], d.accuracy[rows]
+
+
+COMPONENTS: dict[str, Component] = {c.name: c for c in (
+    Component("latency_base", "log(baseline latency / kernel-sum prior)", _select_latency_base),
+    Component("latency_ratio", "log(latency / baseline latency), same interleaved rounds", _select_latency_ratio),
+    Component("latency_direct", "log(latency / kernel-sum prior of its baseline), one booster for all rows "
+              "(latency_mode='direct')", _select_latency_direct),
+    Component("power", "log(energy / latency): average power in W", _select_power),
+    Component("size", "log(size / size prior)", _select_size("size")),
+    Component("size_gzip", "log(gzip size / size prior)", _select_size("size_gzip")),
+    Component("accuracy_delta", "compressed minus baseline top-1, pp", _select_accuracy),
+)}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A predicted quantity: its unit, the space its quantiles combine in, and what it is made of."""
+
+    name: str
+    unit: str
+    log: bool  # quantiles combine (and are calibrated) in log space
+    doc: str
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("latency", "ms", True, "median inference latency"),
+    Target("energy", "mJ", True, "energy of one inference"),
+    Target("size", "bytes", True, "size of the converted .tflite file"),
+    Target("size_gzip", "bytes", True, "size of the .tflite file after gzip"),
+    Target("accuracy_delta", "pp", False, "top-1 change against the uncompressed model (negative: a drop)"),
+)}
+
+LATENCY_MODES = {
+    "composed": ("latency_base", "latency_ratio"),
+    "direct": ("latency_direct",),
+}
+
+
+def _sorted(q: np.ndarray) -> np.ndarray:
+    return np.sort(q, axis=1)
+
+
+def _combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Quantiles of the sum of two independent quantities: medians add, spreads in quadrature."""
+    a, b = _sorted(a), _sorted(b)
+    mid = a[:, 1] + b[:, 1]
+    lo = mid - np.hypot(a[:, 1] - a[:, 0], b[:, 1] - b[:, 0])
+    hi = mid + np.hypot(a[:, 2] - a[:, 1], b[:, 2] - b[:, 1])
+    return np.column_stack([lo, mid, hi])
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimator.
+
+
+class Predictor:
+    """Quantile predictor of latency, energy, size and accuracy change (scikit-learn contract).
+
+    Args:
+        n_estimators: boosting rounds per component.
+        learning_rate, max_depth, min_child_weight, subsample, reg_lambda: XGBoost's.
+        n_jobs: XGBoost threads. 1 by default: on a small shared machine a second OpenMP thread
+            spinning against other processes made fitting several times slower.
+        latency_mode: "composed" (baseline x ratio, the default) or "direct" (one booster).
+        calibration_folds: folds used to calibrate p10/p90, once by family and once by row
+            (0 or 1: no calibration; each fold is one more fit per level).
+        min_rows: refuse to fit on fewer usable rows than this.
+        min_component_rows: a component with fewer rows is left out (its target unavailable).
+        random_state: seed.
+        multi_strategy: XGBoost's; "multi_output_tree" (one tree holds p10, p50 and p90) or
+            "one_output_per_tree" (three times the trees to walk).
+
+    Attributes (after `fit`, or from a bundle):
+        boosters_: component -> XGBoost model JSON (bytes); forests_: the same as numpy `Forest`s.
+        priors_: "latency" and "size" `Prior`s; calibration_: target -> {"novel"|"familiar": shifts}.
+        feature_names_: the schema; targets_: available targets; unavailable_: target -> why not.
+        n_rows_: training rows per component; data_summary_: rows, hash, per device/source/family.
+        devices_: device name -> its fingerprint id and the fingerprint fields training saw.
+        energy_machines_: the machines (device features) energy can be predicted for.
+        known_profiles_: hashes of the profiles trained on (they get the "familiar" bands).
+    """
+
+    def __init__(self, n_estimators: int = 150, learning_rate: float = 0.1, max_depth: int = 5,
+                 min_child_weight: float = 2.0, subsample: float = 0.9, reg_lambda: float = 1.0,
+                 n_jobs: int = 1, latency_mode: str = "composed", calibration_folds: int = 3,
+                 min_rows: int = 20, min_component_rows: int = 8, random_state: int = 0,
+                 multi_strategy: str = "multi_output_tree"):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.min_child_weight = min_child_weight
+        self.subsample = subsample
+        self.reg_lambda = reg_lambda
+        self.n_jobs = n_jobs
+        self.latency_mode = latency_mode
+        self.calibration_folds = calibration_folds
+        self.min_rows = min_rows
+        self.min_component_rows = min_component_rows
+        self.random_state = random_state
+        self.multi_strategy = multi_strategy
+
+    # -- scikit-learn's parameter protocol (without importing scikit-learn on the answer path) --
+    _PARAMS = ("n_estimators", "learning_rate", "max_depth", "min_child_weight", "subsample", "reg_lambda",
+               "n_jobs", "latency_mode", "calibration_folds", "min_rows", "min_component_rows", "random_state",
+               "multi_strategy")
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters (scikit-learn protocol)."""
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def set_params(self, **params: Any) -> Predictor:
+        """Set constructor parameters (scikit-learn protocol); returns self."""
+        for name, value in params.items():
+            if name not in self._PARAMS:
+                raise OptionError(f"unknown Predictor parameter {name!r} (valid: {', '.join(self._PARAMS)})")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = Predictor().get_params()
+        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k])
+        return f"Predictor({changed})"
+
+    def _check_params(self) -> None:
+        if self.latency_mode not in LATENCY_MODES:
+            raise OptionError(f"unknown latency_mode {self.latency_mode!r} (valid: {', '.join(LATENCY_MODES)})")
+        if self.multi_strategy not in ("multi_output_tree", "one_output_per_tree"):
+            raise OptionError(f"unknown multi_strategy {self.multi_strategy!r} "
+                              "(valid: multi_output_tree, one_output_per_tree)")
+        if self.n_estimators < 1 or self.max_depth < 1:
+            raise OptionError("n_estimators and max_depth must be at least 1")
+
+    # -- fitting --
+    def fit(self, rows: pd.DataFrame, profiles: Mapping[str, ModelProfile],
+            fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> Predictor:
+        """Learn every component that has enough rows; returns self.
+
+        Args:
+            rows: measurement rows in the store's schema (`Store.read()`).
+            profiles: model profiles by `profile_digest` (`Store.get_profile`).
+            fingerprints: full device fingerprints by `fingerprint_id`, where known (adds ISA
+                flags and core counts that rows do not keep).
+
+        Raises:
+            OptionError: fewer than `min_rows` usable rows, or a bad parameter.
+        """
+        self._check_params()
+        data = prepare(rows, profiles, fingerprints)
+        usable = int(((data.measured & (_positive(data.latency) | _positive(data.size)))
+                      | (np.isfinite(data.accuracy) & ~data.baseline)).sum())
+        if usable < self.min_rows:
+            raise OptionError(
+                f"too few rows to train a predictor: {usable} usable (status ok, measured latency or size, or an "
+                f"accuracy change), need at least {self.min_rows}; measure more with `advisor measure --save`")
+        fitted = self._fit_core(data)
+        self.priors_ = fitted["priors"]
+        self.boosters_ = fitted["boosters"]
+        self.forests_ = {name: Forest.from_json(raw) for name, raw in self.boosters_.items()}
+        self.n_rows_ = fitted["n_rows"]
+        self.energy_machines_ = fitted["energy_machines"]
+        self.feature_names_ = F.FEATURE_NAMES
+        self.unavailable_ = self._unavailable(fitted["boosters"], fitted["n_rows"])
+        self.targets_ = tuple(t for t in TARGETS if t not in self.unavailable_)
+        self.calibration_ = self._calibrate(data)
+        self.known_profiles_ = frozenset(F.profile_keys(data.X))
+        self.data_summary_ = _summary(rows, data)
+        self.devices_ = data.devices
+        return self
+
+    def _xgb_params(self) -> dict[str, Any]:
+        return {"objective": "reg:quantileerror", "quantile_alpha": list(QUANTILES), "tree_method": "hist",
+                "max_depth": self.max_depth, "learning_rate": self.learning_rate,
+                "min_child_weight": self.min_child_weight, "subsample": self.subsample,
+                "reg_lambda": self.reg_lambda, "nthread": self.n_jobs, "seed": self.random_state,
+                "verbosity": 0, "multi_strategy": self.multi_strategy}
+
+    def _components(self) -> tuple[str, ...]:
+        return (*LATENCY_MODES[self.latency_mode], "power", "size", "size_gzip", "accuracy_delta")
+
+    def _fit_core(self, data: TrainingData) -> dict[str, Any]:
+        import xgboost as xgb  # fit-time only: the answer path evaluates with advisor.trees
+
+        measured = data.measured
+        base_rows = measured & data.baseline & _positive(data.latency)
+        priors = {
+            "latency": fit_prior(PRIORS["latency"], data.X[base_rows], data.latency[base_rows]),
+            "size": fit_prior(PRIORS["size"], data.X[measured & _positive(data.size)],
+                              data.size[measured & _positive(data.size)]),
+        }
+        boosters: dict[str, bytes] = {}
+        n_rows: dict[str, int] = {}
+        energy_machines = np.zeros((0, _MACHINE_COLUMNS.size))
+        for name in self._components():
+            X, y = COMPONENTS[name].select(data, priors)
+            keep = np.isfinite(y)
+            X, y = X[keep], y[keep]
+            n_rows[name] = int(len(y))
+            if len(y) < self.min_component_rows:
+                continue
+            if name == "power":  # energy is predicted only for machines that had a power meter
+                energy_machines = _machines(X)
+            dtrain = xgb.DMatrix(X.astype(np.float32), label=y, missing=np.nan, nthread=self.n_jobs,
+                                 feature_names=list(F.FEATURE_NAMES))
+            booster = xgb.train(self._xgb_params(), dtrain, num_boost_round=self.n_estimators)
+            boosters[name] = bytes(booster.save_raw("json"))
+        return {"priors": priors, "boosters": boosters, "n_rows": n_rows, "energy_machines": energy_machines}
+
+    def _unavailable(self, boosters: Mapping[str, Any], n_rows: Mapping[str, int]) -> dict[str, str]:
+        def missing(names: Sequence[str]) -> str | None:
+            for name in names:
+                if name not in boosters:
+                    return (f"component {name} had {n_rows.get(name, 0)} training rows "
+                            f"(needs {self.min_component_rows}): {COMPONENTS[name].doc}")
+            return None
+
+        latency = LATENCY_MODES[self.latency_mode]
+        out = {}
+        for target, needs in (("latency", latency[:1]), ("energy", (*latency[:1], "power")), ("size", ("size",)),
+                              ("size_gzip", ("size_gzip",)), ("accuracy_delta", ("accuracy_delta",))):
+            reason = missing(needs)
+            if reason:
+                out[target] = reason
+        # Latency (and energy) of compressed pipelines needs the ratio component as well.
+        reason = missing(latency[1:])
+        if reason and "latency" not in out:
+            out["latency:compressed"] = reason + "; compressed pipelines get NaN"
+        return out
+
+    def _calibrate(self, data: TrainingData) -> dict[str, dict[str, dict[str, float]]]:
+        """p10/p90 shifts per target and familiarity, from held-out predictions (module docstring)."""
+        families = np.unique(data.family)
+        folds = min(self.calibration_folds, len(families))
+        if folds < 2 or len(families) < 3:
+            return {}
+        rng = np.random.default_rng(self.random_state)
+        fold_of = dict(zip(rng.permutation(families), np.arange(len(families)) % folds))
+        by_family = np.array([fold_of[f] for f in data.family])
+        by_row = rng.permutation(len(data)) % folds
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for level, fold in (("novel", by_family), ("familiar", by_row)):
+            for target, shift in self._held_out_shifts(data, fold, folds).items():
+                out.setdefault(target, {})[level] = shift
+        return out
+
+    def _held_out_shifts(self, data: TrainingData, fold: np.ndarray, folds: int) -> dict[str, dict[str, float]]:
+        truth = _truth(data)
+        collected: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {t: [] for t in TARGETS}
+        for k in range(folds):
+            train, test = data.take(fold != k), data.take(fold == k)
+            if len(test) == 0 or len(train) == 0:
+                continue
+            part = self._fit_core(train)
+            sub = _Model(part["priors"], {n: Forest.from_json(r) for n, r in part["boosters"].items()}, {},
+                         self.latency_mode, part["energy_machines"], frozenset())
+            raw = sub.raw(test.X)
+            for target, (rows, y) in truth.items():
+                if target not in raw:
+                    continue
+                held = rows[fold == k]
+                q = raw[target][held]
+                ok = np.isfinite(q).all(axis=1)
+                collected[target].append((y[fold == k][held][ok], q[ok]))
+        out = {}
+        for target, parts in collected.items():
+            y = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+            if len(y) < 10:
+                continue
+            q = np.concatenate([p[1] for p in parts])
+            out[target] = {"lo": float(np.quantile(y - q[:, 0], QUANTILES[0])),
+                           "hi": float(np.quantile(y - q[:, 2], QUANTILES[2])),
+                           "rows": int(len(y)), "folds": int(folds)}
+        return out
+
+    # -- predicting --
+    def _model(self) -> _Model:
+        if not hasattr(self, "forests_"):
+            from advisor.errors import BundleError
+
+            raise BundleError("this Predictor is not fitted yet: call fit(rows, profiles) or load a bundle")
+        return _Model(self.priors_, self.forests_, self.calibration_, self.latency_mode, self.energy_machines_,
+                      self.known_profiles_)
+
+    def predict(self, X: np.ndarray | pd.DataFrame, profiles: Mapping[str, ModelProfile] | None = None,
+                fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, np.ndarray]:
+        """p10/p50/p90 per available target, each an (n, 3) array in natural units.
+
+        Args:
+            X: a feature matrix (columns `FEATURE_NAMES`, e.g. from `features.feature_matrix`)
+                or measurement rows (then `profiles` by digest, as for `fit`).
+
+        Returns:
+            {target: array}; targets in `unavailable_` are absent, and a row a target cannot be
+            predicted for (e.g. energy on a device no row had) is NaN. Quantiles never cross.
+        """
+        model = self._model()
+        if not isinstance(X, np.ndarray):
+            X = F.rows_matrix(X, profiles or {}, fingerprints)
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names_):
+            raise OptionError(f"X must have {len(self.feature_names_)} columns (FEATURE_NAMES); got shape {X.shape}")
+        return {t: q for t, q in model.predict(X).items() if t in self.targets_}
+
+    # -- state, for bundles (plain JSON and xgboost JSON: never pickle) --
+    def to_state(self) -> dict[str, Any]:
+        """Everything learned except the boosters, as JSON-ready data."""
+        self._model()
+        return {"params": self.get_params(), "feature_names": list(self.feature_names_),
+                "priors": {k: p.to_dict() for k, p in self.priors_.items()},
+                "calibration": self.calibration_, "known_profiles": sorted(self.known_profiles_),
+                "n_rows": self.n_rows_, "targets": list(self.targets_),
+                "unavailable": self.unavailable_, "data_summary": self.data_summary_, "devices": self.devices_,
+                "energy_machines": {"columns": [F.FEATURE_NAMES[i] for i in _MACHINE_COLUMNS],
+                                    "rows": self.energy_machines_.tolist()}}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], boosters: Mapping[str, bytes],
+                   forests: Mapping[str, Forest] | None = None) -> Predictor:
+        """Rebuild a fitted Predictor from `to_state()` and its boosters' JSON (no xgboost needed)."""
+        known = set(cls._PARAMS)
+        pred = cls(**{k: v for k, v in state["params"].items() if k in known})
+        pred.feature_names_ = tuple(state["feature_names"])
+        pred.priors_ = {k: Prior.from_dict(v) for k, v in state["priors"].items()}
+        pred.calibration_ = {t: {lv: dict(v) for lv, v in levels.items()}
+                             for t, levels in state.get("calibration", {}).items()}
+        pred.known_profiles_ = frozenset(state.get("known_profiles", ()))
+        pred.n_rows_ = dict(state.get("n_rows", {}))
+        pred.targets_ = tuple(state["targets"])
+        pred.unavailable_ = dict(state.get("unavailable", {}))
+        pred.data_summary_ = dict(state.get("data_summary", {}))
+        pred.devices_ = dict(state.get("devices", {}))
+        machines = state.get("energy_machines") or {"rows": []}
+        pred.energy_machines_ = np.asarray(machines["rows"], dtype=np.float64).reshape(-1, _MACHINE_COLUMNS.size)
+        pred.boosters_ = dict(boosters)
+        pred.forests_ = dict(forests) if forests is not None else {
+            name: Forest.from_json(raw) for name, raw in boosters.items()}
+        return pred
+
+
+@dataclass(frozen=True)
+class _Model:
+    """The numpy-only prediction path shared by a fitted and a loaded Predictor."""
+
+    priors: Mapping[str, Prior]
+    forests: Mapping[str, Forest]
+    calibration: Mapping[str, Mapping[str, Mapping[str, float]]]
+    latency_mode: str
+    energy_machines: np.ndarray
+    known_profiles: frozenset[str]
+
+    def _q(self, name: str, X: np.ndarray) -> np.ndarray | None:
+        forest = self.forests.get(name)
+        return _sorted(forest.predict(X)) if forest is not None else None
+
+    def raw(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Uncalibrated quantiles per target in their combination space (log, or pp)."""
+        n = X.shape[0]
+        out: dict[str, np.ndarray] = {}
+        base = F.is_baseline(X)
+        Xb = F.as_baseline(X) if not base.all() else X
+        log_prior = np.log(self.priors["latency"](Xb))[:, None]
+        if self.latency_mode == "direct":
+            q = self._q("latency_direct", X)
+            if q is not None:
+                out["latency"] = q + log_prior
+        else:
+            qb = self._q("latency_base", Xb)
+            if qb is not None:
+                latency = qb + log_prior
+                if not base.all():
+                    qr = self._q("latency_ratio", X)
+                    ratio = np.zeros((n, 3)) if qr is None else qr
+                    ratio[base] = 0.0
+                    if qr is None:
+                        ratio[~base] = np.nan
+                    latency = _combine(latency, ratio)
+                out["latency"] = latency
+        if "latency" in out and "power" in self.forests:
+            metered = _on_machines(X, self.energy_machines)
+            energy = np.full((n, 3), np.nan)
+            if metered.any():
+                power = self._q("power", X[metered])
+                energy[metered] = _combine(out["latency"][metered], power)  # type: ignore[arg-type]
+            out["energy"] = energy
+        log_size_prior = np.log(self.priors["size"](X))[:, None]
+        for name in ("size", "size_gzip"):
+            q = self._q(name, X)
+            if q is not None:
+                out[name] = q + log_size_prior
+        q = self._q("accuracy_delta", X)
+        if q is not None:
+            q[base] = 0.0
+            out["accuracy_delta"] = q
+        return out
+
+    def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Calibrated quantiles per target, in natural units."""
+        base = F.is_baseline(X)
+        familiar = None
+        out = {}
+        for target, q in self.raw(X).items():
+            q = _sorted(q)
+            levels = self.calibration.get(target)
+            if levels:
+                if familiar is None:
+                    familiar = np.isin(F.profile_keys(X), list(self.known_profiles))
+                lo, hi = q[:, 0].copy(), q[:, 2].copy()
+                for level, rows in (("novel", ~familiar), ("familiar", familiar)):
+                    shift = levels.get(level) or levels.get("novel")
+                    if shift:
+                        lo[rows] += shift["lo"]
+                        hi[rows] += shift["hi"]
+                q = np.column_stack([np.minimum(lo, q[:, 1]), q[:, 1], np.maximum(hi, q[:, 1])])
+                if target == "accuracy_delta":
+                    q[base] = 0.0
+            out[target] = np.exp(q) if TARGETS[target].log else q
+        return out
+
+
+def _truth(d: TrainingData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per target: (rows that have it, its true value in combination space)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "latency": (d.measured & _positive(d.latency), np.log(d.latency)),
+            "energy": (d.measured & _positive(d.energy), np.log(d.energy)),
+            "size": (d.measured & _positive(d.size), np.log(d.size)),
+            "size_gzip": (d.measured & _positive(d.size_gzip), np.log(d.size_gzip)),
+            "accuracy_delta": (~d.baseline & np.isfinite(d.accuracy), d.accuracy),
+        }
+
+
+def _counts(values: np.ndarray) -> dict[str, int]:
+    keys, counts = np.unique(values.astype(str), return_counts=True)
+    return {str(k): int(c) for k, c in zip(keys, counts)}
+
+
+def _summary(rows: pd.DataFrame, d: TrainingData) -> dict[str, Any]:
+    ids = sorted(str(c) for c in d.config_id if c is not None)
+    return {"rows": len(d), "rows_given": int(len(rows)), "dropped": d.dropped,
+            "hash": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
+            "by_device": _counts(d.device), "by_source": _counts(d.source),
+            "families": _counts(d.family), "without_profile": int(np.isnan(d.X[:, F.INDEX["n_ops"]]).sum())}

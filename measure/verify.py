@@ -1,0 +1,69 @@
+"""Verification on the device: compress with the advisor's choice, measure it for real, compare,
+and append the measured rows to the dataset so the next retraining learns from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from advisor.recommend import LOWER_IS_BETTER
+
+
+def _measured_targets(row: dict) -> dict[str, float | None]:
+    return {"latency_ms": row.get("latency_ms_median"), "energy_mj": row.get("energy_mj"),
+            "size_mb": row["size_bytes"] / 1e6 if row.get("size_bytes") is not None else None,
+            "accuracy_delta_pp": row.get("accuracy_delta_pp")}
+
+
+def verify_recommendation(rec, *, model: str, device: str, data: str | None, store: Path, threads: int = 1,
+                          input_size: int | None = None) -> dict:
+    """Measure the recommended plan (or the kept model) on `device`; predicted against measured.
+
+    Returns a dict with `technique`, `measured`, `predicted` (p50s), `constraints_hold`
+    (per constraint), `saved_to`, `lines` (for people) and `next_candidate` when one breaks.
+    """
+    from advisor.store import Store
+    from measure.devices import get_device
+    from measure.runner import MeasureSettings, measure
+
+    technique = rec.technique or "none"
+    settings = MeasureSettings(input_size=input_size if input_size is not None else _zoo_size(rec.model),
+                               threads=threads, dataset=data)
+    result = measure(model.split("@")[0] if "@" in model and not Path(model).exists() else model,
+                     technique, get_device(device), settings)
+    saved = result.save(Store(store))
+    measured = _measured_targets(result.row)
+    predicted = {t: (b["p50"] if b else None) for t, b in rec.predicted.items()}
+    holds: dict[str, bool] = {}
+    for target, limit in rec.constraints.limits().items():
+        value = measured.get(target)
+        if value is None:
+            continue
+        holds[target] = value <= limit if LOWER_IS_BETTER[target] else value >= limit
+    lines = [f"{'target':<18} {'predicted p50':>14} {'measured':>12}"]
+    for t in ("latency_ms", "size_mb", "energy_mj", "accuracy_delta_pp"):
+        p, m = predicted.get(t), measured.get(t)
+        if p is None and m is None:
+            continue
+        lines.append(f"{t:<18} {p if p is not None else float('nan'):>14.4g} "
+                     f"{m if m is not None else float('nan'):>12.4g}")
+    for t, ok in holds.items():
+        lines.append(f"{t} constraint {'HOLDS' if ok else 'IS BROKEN'} when measured")
+    if measured["accuracy_delta_pp"] is None and rec.constraints.max_accuracy_drop is not None:
+        lines.append("accuracy not measured: pass --data to check the accuracy limit")
+    nxt = None
+    if holds and not all(holds.values()):
+        nxt = next((a["technique"] for a in rec.alternatives), None)
+        lines.append(f"the measured result breaks a constraint; next candidate to try: {nxt or 'none left'}")
+    lines.append(f"rows stored in {saved} (the next `advisor train` learns from them)")
+    return {"technique": technique, "measured": measured, "predicted": predicted, "constraints_hold": holds,
+            "saved_to": str(saved), "next_candidate": nxt, "lines": lines}
+
+
+def _zoo_size(model: str) -> int | None:
+    """NAME@SIZE (as profiles are named) -> SIZE."""
+    if "@" in model:
+        try:
+            return int(model.split("@")[1].split("-")[0])
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,135 @@
+"""The feature schema and fast featurisation, on hand-built profiles."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from advisor import features as F
+from advisor.errors import SpecError
+from advisor.profile import LayerProfile, ModelProfile
+from advisor.techniques import TECHNIQUES, Pipeline
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny() -> ModelProfile:
+    """32x32x3 -> conv 3x3 (8) -> BN -> ReLU -> depthwise 3x3 -> conv 1x1 (16) -> separable -> pool -> dense 10."""
+    layers = (
+        LayerProfile("c1", "Conv2D", 16 * 16 * 8 * 3 * 9, 3 * 9 * 8 + 8, ((32, 32, 3),), (16, 16, 8), 3, 2, 1),
+        LayerProfile("bn", "BatchNormalization", 0, 32, ((16, 16, 8),), (16, 16, 8)),
+        LayerProfile("relu", "ReLU", 0, 0, ((16, 16, 8),), (16, 16, 8)),
+        LayerProfile("dw", "DepthwiseConv2D", 16 * 16 * 8 * 9, 8 * 9 + 8, ((16, 16, 8),), (16, 16, 8), 3, 1, 8),
+        LayerProfile("pw", "Conv2D", 16 * 16 * 16 * 8, 8 * 16 + 16, ((16, 16, 8),), (16, 16, 16), 1, 1, 1),
+        LayerProfile("sep", "SeparableConv2D", 16 * 16 * 16 * 9 + 16 * 16 * 16 * 16, 16 * 9 + 16 * 16 + 16,
+                     ((16, 16, 16),), (16, 16, 16), 3, 1, 16),
+        LayerProfile("add", "Add", 0, 0, ((16, 16, 16), (16, 16, 16)), (16, 16, 16)),
+        LayerProfile("gap", "GlobalAveragePooling2D", 0, 0, ((16, 16, 16),), (16,)),
+        LayerProfile("fc", "Dense", 160, 170, ((16,),), (10,)),
+    )
+    return ModelProfile("tiny", "tinies", (32, 32, 3), "float32", 10, "image", layers)
+
+
+def test_schema_is_fixed_ordered_and_unique():
+    assert len(set(F.FEATURE_NAMES)) == len(F.FEATURE_NAMES)
+    blocks = (F.PROFILE_BLOCK, F.TECHNIQUE_BLOCK, F.DEVICE_BLOCK, F.CONTEXT_BLOCK, F.DERIVED_BLOCK)
+    assert sum(b.stop - b.start for b in blocks) == len(F.FEATURE_NAMES)
+    assert F.schema_hash() == F.schema_hash(list(F.FEATURE_NAMES))
+    assert F.schema_hash() != F.schema_hash(F.FEATURE_NAMES[::-1])
+
+
+def test_profile_features_count_work_per_group():
+    p = tiny()
+    f = F.profile_features(p)
+    assert set(f) == set(F.PROFILE_NAMES)
+    sep_dw = 16 * 16 * 16 * 9
+    assert f["macs_depthwise"] == 16 * 16 * 8 * 9 + sep_dw
+    assert f["macs_conv"] == 16 * 16 * 8 * 3 * 9 + 16 * 16 * 16 * 8 + 16 * 16 * 16 * 16
+    assert f["macs_dense"] == 160
+    assert f["macs"] == p.macs == f["macs_conv"] + f["macs_depthwise"] + f["macs_dense"]
+    assert f["macs_conv_k1"] == 16 * 16 * 16 * 8 + 16 * 16 * 16 * 16  # pointwise, incl. the separable's
+    assert f["macs_conv_strided"] == 16 * 16 * 8 * 3 * 9
+    assert f["n_ops"] == 8  # BN and ReLU are folded/fused: free
+    assert f["act_elements"] == 2048 + 2048 + 4096 + 2 * 4096 + 4096 + 16 + 10
+    assert math.isclose(f["share_depthwise"], f["macs_depthwise"] / p.macs)
+    assert sum(f[f"macs_{g}_{b}"] for g in F.BUCKETED_GROUPS for b, _, _ in F.SIZE_BUCKETS) == p.macs
+    assert f["domain_image"] == 1.0 and f["domain_text"] == 0.0
+    assert math.isclose(f["log_macs"], math.log10(1 + p.macs))
+    assert f["input_elements"] == 32 * 32 * 3 and f["input_size"] == 32
+
+
+def test_technique_features_cover_every_registered_technique():
+    for cls in TECHNIQUES:
+        keys = set(Pipeline((cls(),)).features()) if cls.kind != "none" else set()
+        assert keys <= set(F.TECHNIQUE_NAMES), cls.name
+    f = F.technique_features("prune:0.8+cluster:16+ptq-int8")
+    assert f["has_prune"] == f["has_cluster"] == f["has_ptq_int8"] == 1.0
+    assert f["sparsity"] == 0.8 and math.isclose(f["density"], 0.2)
+    assert f["clusters"] == 16 and f["cluster_bits"] == 4
+    assert f["order_prune"] < f["order_cluster"] < f["order_quantize"]
+    assert f["eff_weight_bits"] == 8 and f["eff_act_bits"] == 8
+    none = F.technique_features("none")
+    assert none["n_steps"] == 0 and none["eff_weight_bits"] == 32
+    with pytest.raises(SpecError):
+        F.technique_features("prune:7")
+
+
+def test_device_features_from_full_and_partial_fingerprints():
+    full = {"logical_cpus": 4, "physical_cores": 4, "isa_flags": ["neon", "asimd", "asimddp"], "machine": "aarch64",
+            "memory_bytes": 8 * 2**30, "accelerator": "NVIDIA Orin (Ampere iGPU)"}
+    f = F.device_features(full, threads=2)
+    assert f["threads"] == 2 and f["thread_share"] == 0.5 and f["memory_gib"] == 8
+    assert f["arch_aarch64"] == 1 and f["arch_x86_64"] == 0 and f["accelerator"] == 1
+    assert f["isa_asimddp"] == 1 and f["isa_avx2"] == 0
+    partial = F.device_features({"logical_cpus": 8, "machine": "x86_64", "accelerator": None}, threads=1)
+    assert partial["accelerator"] == 0 and partial["arch_x86_64"] == 1
+    assert math.isnan(partial["isa_avx2"]) and math.isnan(partial["physical_cores"])  # unknown, not "no"
+
+
+def test_feature_matrix_broadcasts_and_matches_the_dicts():
+    p = tiny()
+    dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
+    specs = ["none", "ptq-int8", Pipeline.parse("prune:0.5+ptq-dynamic"), "ptq-int8"]
+    X = F.feature_matrix(p, specs, dev)
+    assert X.shape == (4, len(F.FEATURE_NAMES))
+    for i, spec in enumerate(specs):
+        expect = {**F.profile_features(p), **F.technique_features(spec), **dev, "source_published": 0.0}
+        for name, value in expect.items():
+            got = X[i, F.INDEX[name]]
+            assert got == value or (math.isnan(got) and math.isnan(value)), (spec, name)
+    assert X[1, F.INDEX["param_bytes"]] == p.params  # int8: one byte per parameter
+    assert X[0, F.INDEX["param_bytes"]] == 4 * p.params
+    np.testing.assert_array_equal(X[1], X[3])
+    np.testing.assert_array_equal(F.is_baseline(X), [True, False, False, False])
+    np.testing.assert_array_equal(F.as_baseline(X)[2], X[0])
+    many = F.feature_matrix(F.profile_vector(p), [f"prune:{s / 1000:g}" for s in range(1, 1000)] * 10,
+                            F.device_vector({"logical_cpus": 2}, 1))
+    assert many.shape == (9990, len(F.FEATURE_NAMES))
+    assert np.allclose(many[:999, F.INDEX["sparsity"]], np.arange(1, 1000) / 1000)
+
+
+def test_rows_without_a_stored_profile_keep_their_totals():
+    rows = pd.DataFrame([{"profile_digest": "0123456789abcdef", "macs": 1000, "params": 50, "input_size": 96,
+                          "domain": "image", "technique": "ptq-int8", "threads": 2, "logical_cpus": 4,
+                          "machine": "aarch64", "accelerator": None, "source": "published"}])
+    X = F.rows_matrix(rows, profiles={})
+    assert X[0, F.INDEX["macs"]] == 1000 and X[0, F.INDEX["params"]] == 50
+    assert math.isnan(X[0, F.INDEX["macs_conv"]])
+    assert X[0, F.INDEX["source_published"]] == 1.0 and X[0, F.INDEX["threads"]] == 2
+    assert X[0, F.INDEX["param_bytes"]] == 50
+
+
+def test_featurising_imports_neither_pandas_nor_xgboost(tmp_path):
+    (tmp_path / "tiny.json").write_text(tiny().to_json())
+    code = ("import sys, advisor.features as F; from advisor.profile import ModelProfile; "
+            f"p = ModelProfile.load({str(tmp_path / 'tiny.json')!r}); "
+            "F.feature_matrix(p, ['none', 'ptq-int8'], F.device_features({}, 1)); "
+            "print(sorted(m for m in ('pandas', 'xgboost', 'tensorflow', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"

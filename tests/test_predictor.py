@@ -1,0 +1,430 @@
+"""The learned predictor, on synthetic rows with a known ground truth.
+
+The rows below are generated from hand-built ModelProfiles and a made-up kernel-cost formula:
+they exercise the estimator's mechanics (what it trains on, what it refuses, how its quantiles
+behave) and are never measurements. Other test modules import `synthetic_rows` from here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from advisor import features as F
+from advisor.errors import OptionError
+from advisor.predictor import TARGETS, Predictor, prepare
+from advisor.profile import LayerProfile, ModelProfile
+from advisor.store import SCHEMA_VERSION, config_id
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic rows: a kernel-sum ground truth (ms per MAC and per op, by layer group and device).
+
+TECHS = ("ptq-dynamic", "ptq-float16", "ptq-int8", "qat-int8", "prune:0.5", "prune:0.8", "prune-2:4", "cluster:16",
+         "prune:0.5+ptq-int8", "cluster:8+ptq-dynamic")
+DEVICES = {
+    "sim-x86": {"conv": 0.4e-6, "conv1": 0.3e-6, "depthwise": 2.0e-6, "dense": 1.2e-6, "recurrent": 3e-6,
+                "attention": 1e-6, "act": 1e-8, "op": 0.004, "invoke": 0.02, "cpus": 8, "machine": "x86_64"},
+    "sim-arm": {"conv": 1.6e-6, "conv1": 1.4e-6, "depthwise": 12e-6, "dense": 4e-6, "recurrent": 9e-6,
+                "attention": 4e-6, "act": 5e-8, "op": 0.02, "invoke": 0.1, "cpus": 4, "machine": "aarch64"},
+}
+SPEEDUP = {
+    "ptq-dynamic": {"conv": 0.85, "conv1": 0.85, "depthwise": 1.0, "dense": 0.5, "recurrent": 0.6, "attention": 0.7},
+    "ptq-int8": {"conv": 0.45, "conv1": 0.4, "depthwise": 0.9, "dense": 0.4, "recurrent": 0.7, "attention": 0.6},
+}
+SPEEDUP["qat-int8"] = SPEEDUP["ptq-int8"]
+IMAGE_FAMILIES = ("s-plain", "s-residual", "s-mobile", "s-inverted", "s-wide", "s-bottleneck")
+TEXT_FAMILIES = ("s-rnn", "s-attention")
+
+
+class _Net:
+    """Builds one network's layers, tracking the current shape."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.layers: list[LayerProfile] = []
+        self.shape = shape
+
+    def add(self, type_: str, macs: int, params: int, out: tuple[int, ...], kernel: int = 0, stride: int = 0,
+            groups: int = 0) -> None:
+        self.layers.append(LayerProfile(f"l{len(self.layers)}", type_, int(macs), int(params), (self.shape,),
+                                        tuple(int(x) for x in out), kernel, stride, groups))
+        self.shape = tuple(int(x) for x in out)
+
+    def conv(self, cout: int, k: int = 3, stride: int = 1) -> None:
+        h, w, c = self.shape
+        ho, wo = max(h // stride, 1), max(w // stride, 1)
+        self.add("Conv2D", ho * wo * cout * c * k * k, k * k * c * cout + cout, (ho, wo, cout), k, stride, 1)
+        self.add("BatchNormalization", 0, 4 * cout, self.shape)
+        self.add("ReLU", 0, 0, self.shape)
+
+    def dw(self, k: int = 3, stride: int = 1) -> None:
+        h, w, c = self.shape
+        ho, wo = max(h // stride, 1), max(w // stride, 1)
+        self.add("DepthwiseConv2D", ho * wo * c * k * k, k * k * c + c, (ho, wo, c), k, stride, c)
+        self.add("ReLU", 0, 0, self.shape)
+
+
+def _image_net(family: str, rng: np.random.Generator, size: int) -> _Net:
+    net = _Net((size, size, 3))
+    net.conv(int(rng.choice([8, 16, 24, 32])), 3, 2)
+    for i in range(int(rng.integers(3, 7))):
+        stride = 2 if i % 2 == 1 else 1
+        c = net.shape[-1]
+        out = min(c * (2 if stride == 2 else 1), 512)
+        if family in ("s-plain", "s-residual"):
+            net.conv(out, 3, stride)
+            net.conv(out, 3, 1)
+        elif family == "s-mobile":
+            net.dw(3, stride)
+            net.conv(out, 1, 1)
+        elif family == "s-inverted":
+            net.conv(c * 4, 1, 1)
+            net.dw(3, stride)
+            net.conv(out, 1, 1)
+        elif family == "s-wide":
+            net.conv(out, 5, stride)
+        else:  # bottleneck
+            net.conv(max(out // 4, 4), 1, 1)
+            net.conv(max(out // 4, 4), 3, stride)
+            net.conv(out, 1, 1)
+        if family in ("s-residual", "s-bottleneck") or (family == "s-inverted" and stride == 1):
+            net.add("Add", 0, 0, net.shape)
+    c = net.shape[-1]
+    classes = int(rng.choice([10, 100]))
+    net.add("GlobalAveragePooling2D", 0, 0, (c,))
+    net.add("Dense", c * classes, c * classes + classes, (classes,))
+    return net
+
+
+def _text_net(family: str, rng: np.random.Generator, seq: int) -> _Net:
+    net = _Net((seq,))
+    d = int(rng.choice([32, 64, 128]))
+    net.add("Embedding", 0, 5000 * d, (seq, d))
+    if family == "s-rnn":
+        units = int(rng.choice([32, 64, 128]))
+        net.add("LSTM", seq * 4 * (d + units) * units, 4 * ((d + units) * units + units), (units,))
+        net.add("Dense", units * 2, units * 2 + 2, (2,))
+        return net
+    for _ in range(int(rng.integers(1, 4))):
+        net.add("MultiHeadAttention", 4 * seq * d * d + 2 * seq * seq * d, 4 * d * d + 4 * d, (seq, d))
+        net.add("Add", 0, 0, (seq, d))
+        net.add("Dense", seq * d * 2 * d, 2 * d * d + 2 * d, (seq, 2 * d))
+        net.add("Dense", seq * 2 * d * d, 2 * d * d + d, (seq, d))
+    net.add("GlobalAveragePooling1D", 0, 0, (d,))
+    net.add("Dense", d * 2, 2 * d + 2, (2,))
+    return net
+
+
+def make_profiles(families: tuple[str, ...], per_family: int, rng: np.random.Generator) -> list[ModelProfile]:
+    out = []
+    for fam in families:
+        for m in range(per_family):
+            text = fam in TEXT_FAMILIES
+            size = int(rng.choice([32, 64, 128] if text else [32, 64, 96, 128]))
+            net = _text_net(fam, rng, size) if text else _image_net(fam, rng, size)
+            out.append(ModelProfile(model=f"{fam}-{m}@{size}", family=fam,
+                                    input_shape=(size,) if text else (size, size, 3), input_dtype="float32",
+                                    num_classes=net.layers[-1].output_shape[-1], domain="text" if text else "image",
+                                    layers=tuple(net.layers)))
+    return out
+
+
+def true_latency(profile: ModelProfile, device: str, technique: str, threads: int) -> float:
+    d = DEVICES[device]
+    speed: dict[str, float] = {}
+    for part in technique.split("+"):
+        speed.update(SPEEDUP.get(part, {}))
+    act_factor = 0.5 if {"ptq-int8", "qat-int8"} & set(technique.split("+")) else 1.0
+    groups = {"DepthwiseConv2D": "depthwise", "Dense": "dense", "LSTM": "recurrent", "MultiHeadAttention": "attention"}
+    total = d["invoke"]
+    for ly in profile.layers:
+        if ly.type in ("BatchNormalization", "ReLU"):
+            continue
+        total += d["op"] + d["act"] * ly.output_elements * act_factor / threads ** 0.5
+        g = ("conv1" if ly.kernel == 1 else "conv") if ly.type == "Conv2D" else groups.get(ly.type)
+        if g:
+            efficiency = 1.0 + 2e4 / (ly.macs + 1e3)  # small layers run below peak
+            total += ly.macs * d[g] * speed.get(g, 1.0) * efficiency / threads ** 0.85
+    return total
+
+
+def true_size(profile: ModelProfile, technique: str) -> tuple[float, float]:
+    parts = technique.split("+")
+    bits = 32
+    for p in parts:
+        bits = {"ptq-dynamic": 8, "ptq-int8": 8, "qat-int8": 8, "ptq-float16": 16}.get(p, bits)
+    weights = sum(ly.params for ly in profile.layers if ly.type != "BatchNormalization")
+    n_ops = sum(1 for ly in profile.layers if ly.type not in ("BatchNormalization", "ReLU"))
+    size = weights * bits / 8 + (0.02 * weights if bits == 8 else 0) + 350 * n_ops + 2500
+    sparsity = next((float(p.split(":")[1]) for p in parts if p.startswith("prune:")), 0.5 if "prune-2:4" in parts
+                    else 0.0)
+    clusters = next((int(p.split(":")[1]) for p in parts if p.startswith("cluster:")), 0)
+    gz = size * 0.92 * (1 - 0.75 * sparsity)
+    if clusters:
+        gz = min(gz, weights * math.log2(clusters) / 8 * 1.3 + 350 * n_ops + 2500)
+    return size, gz
+
+
+def true_accuracy(profile: ModelProfile, technique: str) -> float:
+    share_dw = sum(ly.macs for ly in profile.layers if ly.type == "DepthwiseConv2D") / max(profile.macs, 1)
+    delta = 0.0
+    for p in technique.split("+"):
+        if p == "ptq-dynamic":
+            delta -= 0.3
+        elif p == "ptq-int8":
+            delta -= 0.5 + 4 * share_dw
+        elif p == "qat-int8":
+            delta -= 0.2 + share_dw
+        elif p.startswith("prune:"):
+            delta -= 8 * float(p.split(":")[1]) ** 4
+        elif p == "prune-2:4":
+            delta -= 1.0
+        elif p.startswith("cluster:"):
+            delta -= 6 / int(p.split(":")[1])
+    return delta
+
+
+def _row(prof: ModelProfile, dev: str, threads: int, tech: str, latency: float, size: float, gz: float,
+         power: float | None) -> dict:
+    d = DEVICES[dev]
+    return {
+        "schema_version": SCHEMA_VERSION, "config_id": config_id(prof.model, tech, dev, {"threads": threads}),
+        "status": "ok", "source": "measured", "model": prof.model, "model_kind": "sampled", "family": prof.family,
+        "domain": prof.domain, "input_size": int(prof.input_shape[0]), "profile_digest": prof.digest,
+        "macs": prof.macs, "params": prof.params, "technique": tech, "device": dev, "threads": threads,
+        "size_bytes": int(size), "size_gzip_bytes": int(gz), "latency_ms_median": float(latency),
+        "energy_mj": float(latency * power) if power else None,
+        "fingerprint_id": ("a" if dev == "sim-x86" else "b") * 12, "logical_cpus": d["cpus"],
+        "machine": d["machine"], "accelerator": None, "tool_version": "0.1.0",
+        "measured_at": "2025-01-01T00:00:00Z",
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _synthetic(families: tuple[str, ...], per_family: int, devices: tuple[str, ...], threads: tuple[int, ...],
+               techniques: tuple[str, ...], seed: int, noise: float) -> tuple[pd.DataFrame, dict]:
+    rng = np.random.default_rng(seed)
+    profiles = make_profiles(families, per_family, rng)
+    rows = []
+    for prof in profiles:
+        for dev in devices:
+            for t in threads:
+                base_lat = true_latency(prof, dev, "none", t) * math.exp(rng.normal(0, noise))
+                power = (2.5 + 0.8 * t) * math.exp(rng.normal(0, 0.03)) if dev == "sim-arm" else None
+                base = _row(prof, dev, t, "none", base_lat, *true_size(prof, "none"), power)
+                rows.append(base)
+                for tech in techniques:
+                    truth = true_latency(prof, dev, tech, t) / true_latency(prof, dev, "none", t)
+                    ratio = truth * math.exp(rng.normal(0, noise / 2))
+                    row = _row(prof, dev, t, tech, base_lat * ratio, *true_size(prof, tech), power)
+                    row["latency_ratio_to_baseline"] = ratio
+                    row["baseline_config_id"] = base["config_id"]
+                    if t == threads[0] and dev == devices[0]:
+                        row["accuracy_delta_pp"] = true_accuracy(prof, tech) + rng.normal(0, 0.2)
+                    rows.append(row)
+    return pd.DataFrame(rows), {p.digest: p for p in profiles}
+
+
+def synthetic_rows(families: tuple[str, ...] = IMAGE_FAMILIES + TEXT_FAMILIES, per_family: int = 2,
+                   devices: tuple[str, ...] = ("sim-x86",), threads: tuple[int, ...] = (1,),
+                   techniques: tuple[str, ...] = ("ptq-int8", "ptq-dynamic", "prune:0.5", "cluster:16+ptq-dynamic"),
+                   seed: int = 0, noise: float = 0.02) -> tuple[pd.DataFrame, dict[str, ModelProfile]]:
+    """(rows, profiles by digest): synthetic rows from a known formula, NOT measurements."""
+    rows, profiles = _synthetic(tuple(families), per_family, tuple(devices), tuple(threads), tuple(techniques),
+                                seed, noise)
+    return rows.copy(), dict(profiles)
+
+
+FAST = {"n_estimators": 25, "calibration_folds": 0}
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[Predictor, pd.DataFrame, dict]:
+    rows, profiles = synthetic_rows(devices=("sim-x86", "sim-arm"))
+    return Predictor(**FAST).fit(rows, profiles), rows, profiles
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimator contract.
+
+
+def test_init_stores_parameters_only_and_clone_works():
+    from sklearn.base import clone
+
+    p = Predictor(n_estimators=7, latency_mode="direct")
+    assert p.get_params()["n_estimators"] == 7
+    assert not [k for k in vars(p) if k.endswith("_")]
+    q = clone(p)
+    assert q is not p and q.get_params() == p.get_params()
+    assert p.set_params(max_depth=3) is p and p.max_depth == 3
+    with pytest.raises(OptionError, match="unknown Predictor parameter"):
+        p.set_params(depth=3)
+
+
+def test_fit_returns_self_with_learned_attributes(fitted):
+    p, rows, _ = fitted
+    assert p.fit is not None
+    for attr in ("boosters_", "forests_", "priors_", "feature_names_", "n_rows_", "targets_", "unavailable_",
+                 "calibration_", "data_summary_", "devices_"):
+        assert hasattr(p, attr), attr
+    assert p.feature_names_ == F.FEATURE_NAMES
+    assert set(p.targets_) == set(TARGETS)
+    assert p.data_summary_["rows"] == len(rows)
+    assert p.data_summary_["by_device"] == {"sim-arm": len(rows) // 2, "sim-x86": len(rows) // 2}
+    assert all(isinstance(raw, bytes) for raw in p.boosters_.values())
+    again = Predictor(**FAST)
+    assert again.fit(rows.head(60), synthetic_rows()[1]) is again
+
+
+def test_predictions_are_sorted_quantiles_in_natural_units(fitted):
+    p, rows, profiles = fitted
+    out = p.predict(rows, profiles)
+    assert set(out) == set(TARGETS)
+    for target, q in out.items():
+        assert q.shape == (len(rows), 3)
+        finite = np.isfinite(q).all(axis=1)
+        assert np.all(np.diff(q[finite], axis=1) >= 0), target
+    assert (out["latency"] > 0).all() and (out["size"] > 0).all()
+    base = (rows["technique"] == "none").to_numpy()
+    assert np.all(out["accuracy_delta"][base] == 0.0)
+    # In-sample, the medians land near the truth (a sanity check, not a held-out score).
+    rel = np.abs(out["latency"][:, 1] / rows["latency_ms_median"].to_numpy() - 1)
+    assert np.median(rel) < 0.10
+    size_rel = np.abs(out["size"][:, 1] / rows["size_bytes"].to_numpy() - 1)
+    assert np.median(size_rel) < 0.02
+
+
+def test_predict_on_rows_equals_predict_on_the_matrix(fitted):
+    p, rows, profiles = fitted
+    by_rows = p.predict(rows, profiles)
+    by_matrix = p.predict(prepare(rows, profiles).X)
+    for target in by_rows:
+        np.testing.assert_allclose(by_rows[target], by_matrix[target])
+
+
+def test_feature_matrix_for_candidates_matches_row_featurisation(fitted):
+    p, rows, profiles = fitted
+    row = rows[(rows["device"] == "sim-x86") & (rows["technique"] == "ptq-int8")].iloc[:1]
+    prof = profiles[row["profile_digest"].iloc[0]]
+    fp = {"logical_cpus": 8, "machine": "x86_64", "accelerator": None}
+    X = F.feature_matrix(prof, ["ptq-int8", "none"], F.device_features(fp, 1))
+    np.testing.assert_array_equal(X[:1], F.rows_matrix(row, profiles))
+    out = p.predict(X)
+    assert out["latency"][0, 1] < out["latency"][1, 1]  # int8 is faster than float in the formula
+
+
+def test_energy_only_for_machines_with_a_power_meter(fitted):
+    p, rows, profiles = fitted
+    out = p.predict(rows, profiles)
+    arm = (rows["device"] == "sim-arm").to_numpy()
+    assert np.isfinite(out["energy"][arm]).all()
+    assert np.isnan(out["energy"][~arm]).all()
+
+
+def test_too_few_rows_is_refused_with_a_clear_error():
+    rows, profiles = synthetic_rows()
+    with pytest.raises(OptionError, match="too few rows .* need at least 20"):
+        Predictor(**FAST).fit(rows.head(12), profiles)
+
+
+def test_failed_rows_never_train_anything():
+    rows, profiles = synthetic_rows()
+    failed = rows.head(30).copy()
+    failed["status"] = "failed"
+    failed["config_id"] = [f"{i:016x}" for i in range(len(failed))]
+    failed["latency_ms_median"] = 1e9
+    failed["size_bytes"] = 1
+    a = Predictor(**FAST).fit(rows, profiles).predict(rows, profiles)
+    b = Predictor(**FAST).fit(pd.concat([rows, failed], ignore_index=True), profiles).predict(rows, profiles)
+    for target in a:
+        np.testing.assert_allclose(a[target], b[target])
+
+
+def test_published_rows_feed_only_the_accuracy_model():
+    rows, profiles = synthetic_rows()
+    pub = rows[rows["technique"] != "none"].head(20).copy()
+    pub["source"] = "published"
+    pub["config_id"] = [f"{i:016x}" for i in range(len(pub))]
+    pub["latency_ms_median"] = 1e6  # absurd on purpose: it must not reach the latency model
+    pub["size_bytes"] = 10
+    pub["accuracy_delta_pp"] = -5.0
+    pub["profile_digest"] = None  # published rows often have no stored profile
+    plain = Predictor(**FAST).fit(rows, profiles)
+    mixed = Predictor(**FAST).fit(pd.concat([rows, pub], ignore_index=True), profiles)
+    assert mixed.n_rows_["accuracy_delta"] == plain.n_rows_["accuracy_delta"] + len(pub)
+    assert mixed.n_rows_["latency_ratio"] == plain.n_rows_["latency_ratio"]
+    assert mixed.data_summary_["by_source"] == {"measured": len(rows), "published": len(pub)}
+    a, b = plain.predict(rows, profiles), mixed.predict(rows, profiles)
+    for target in ("latency", "size", "size_gzip"):
+        np.testing.assert_allclose(a[target], b[target])
+
+
+def test_missing_accuracy_rows_make_the_target_unavailable_not_an_error():
+    rows, profiles = synthetic_rows()
+    rows = rows.drop(columns=["accuracy_delta_pp"])
+    p = Predictor(**FAST).fit(rows, profiles)
+    assert "accuracy_delta" not in p.targets_
+    assert "accuracy_delta" in p.unavailable_ and "0 training rows" in p.unavailable_["accuracy_delta"]
+    assert "accuracy_delta" not in p.predict(rows, profiles)
+
+
+def test_baseline_only_data_predicts_baselines_and_says_compressed_is_unavailable():
+    rows, profiles = synthetic_rows(per_family=4, techniques=())
+    p = Predictor(**FAST).fit(rows, profiles)
+    assert "latency:compressed" in p.unavailable_
+    fp = {"logical_cpus": 8, "machine": "x86_64", "accelerator": None}
+    X = F.feature_matrix(next(iter(profiles.values())), ["none", "ptq-int8"], F.device_features(fp, 1))
+    lat = p.predict(X)["latency"]
+    assert np.isfinite(lat[0]).all() and np.isnan(lat[1]).all()
+
+
+def test_unparseable_technique_rows_are_dropped_and_counted():
+    rows, profiles = synthetic_rows()
+    odd = rows.head(3).copy()
+    odd["technique"] = "post-training 16x8"
+    odd["config_id"] = [f"{i:016x}" for i in range(3)]
+    p = Predictor(**FAST).fit(pd.concat([rows, odd], ignore_index=True), profiles)
+    assert p.data_summary_["dropped"]["technique not understood"] == 3
+
+
+def test_direct_latency_mode_and_calibration_run():
+    rows, profiles = synthetic_rows()
+    p = Predictor(n_estimators=20, latency_mode="direct", calibration_folds=2).fit(rows, profiles)
+    assert "latency_direct" in p.boosters_ and "latency_base" not in p.boosters_
+    assert set(p.calibration_) >= {"latency", "size"}
+    assert p.calibration_["latency"]["novel"]["folds"] == 2
+    assert set(p.calibration_["latency"]) == {"novel", "familiar"}
+    q = p.predict(rows, profiles)["latency"]
+    assert np.all(np.diff(q, axis=1) >= 0)
+    with pytest.raises(OptionError, match="latency_mode"):
+        Predictor(latency_mode="sideways").fit(rows, profiles)
+
+
+def test_prior_keeps_per_machine_costs_and_falls_back_for_an_unseen_machine(fitted):
+    p, rows, profiles = fitted
+    prior = p.priors_["latency"]
+    assert len(prior.keys) == 2  # sim-x86 and sim-arm, one thread each
+    assert all(c >= 0 for coef in prior.coef for c in coef)
+    X = prepare(rows, profiles).X
+    unseen = X.copy()
+    unseen[:, F.INDEX["logical_cpus"]] = 64
+    assert (prior.set_index(unseen) == len(prior.keys)).all()
+    assert np.isfinite(prior(unseen)).all() and (prior(unseen) > 0).all()
+
+
+def test_bands_are_wider_for_networks_the_predictor_never_saw():
+    rows, profiles = synthetic_rows(per_family=3)
+    p = Predictor(n_estimators=25, calibration_folds=3).fit(rows, profiles)
+    X = prepare(rows, profiles).X
+    novel = X.copy()
+    novel[:, F.INDEX["act_peak"]] += 1.0  # a profile no training row has; the trees barely notice
+    assert not np.isin(F.profile_keys(novel), list(p.known_profiles_)).any()
+    assert np.isin(F.profile_keys(X), list(p.known_profiles_)).all()
+    seen, unseen = p.predict(X)["latency"], p.predict(novel)["latency"]
+    width = np.log(seen[:, 2] / seen[:, 0]).mean()
+    assert np.log(unseen[:, 2] / unseen[:, 0]).mean() > width
+    lat = p.calibration_["latency"]
+    assert lat["novel"]["hi"] - lat["novel"]["lo"] > lat["familiar"]["hi"] - lat["familiar"]["lo"]
