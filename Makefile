@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/advisor measure --model mobilenet_v2 --input-size 96 --technique ptq-int8
+	$(VENV)/bin/advisor recommend --model resnet50 --budget-ms 50
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -38,7 +38,8 @@ from advisor.trees import Forest
 
 BUNDLE_FORMAT = 1
 CARD = "card.json"
-MODELS_ROOT = Path(os.environ.get("ADVISOR_MODELS", "models"))
+# The repository's models/ (beside the package in a checkout or editable install), unless set.
+MODELS_ROOT = Path(os.environ.get("ADVISOR_MODELS", Path(__file__).resolve().parent.parent / "models"))
 DEFAULT_BUNDLE = Path(os.environ.get("ADVISOR_BUNDLE", str(MODELS_ROOT / "current")))
 
 #: How each target is composed from components (for the card; `advisor.predictor` does it).

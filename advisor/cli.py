@@ -19,7 +19,8 @@ from advisor.errors import AdvisorError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Should you compress your network for this device, and how? Measured, then predicted.")
 
-DEFAULT_STORE = Path(os.environ.get("ADVISOR_STORE", "training_data"))
+# The repository's training_data/ (in a checkout or editable install), unless set.
+DEFAULT_STORE = Path(os.environ.get("ADVISOR_STORE", Path(__file__).resolve().parent.parent / "training_data"))
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
 
@@ -320,6 +321,10 @@ def recommend(
 from advisor.cli_predictor import register as _register_predictor_commands  # noqa: E402
 
 _register_predictor_commands(app)
+
+from advisor.cli_data import register as _register_data_commands  # noqa: E402
+
+_register_data_commands(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ import typer
 
 from advisor.errors import ModelFileError, OptionError, UnknownNameError
 
-DEFAULT_STORE = Path(os.environ.get("ADVISOR_STORE", "training_data"))
+# The repository's training_data/ (in a checkout or editable install), unless set.
+DEFAULT_STORE = Path(os.environ.get("ADVISOR_STORE", Path(__file__).resolve().parent.parent / "training_data"))
 PROFILES_DIR = Path(__file__).resolve().parent / "data" / "profiles"
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]

@@ -526,6 +526,17 @@ def _failed_row(config: Config, device_id: str, key: str | None, error: str) -> 
     return row
 
 
+def _release_models() -> None:
+    """Free the Keras graphs of the model just measured: without it a long campaign's memory
+    grows by every network it has built (gigabytes after a hundred)."""
+    import gc
+
+    from measure._tf import keras
+
+    keras().backend.clear_session()
+    gc.collect()
+
+
 def _groups(todo: list) -> Iterator[list]:
     """Consecutive configurations of one model and settings: measured together in one device run."""
     group: list = []
@@ -638,6 +649,7 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
             for outcome in outcomes:
                 if not isinstance(outcome, BaseException):
                     bar.finish(True)
+            _release_models()
     except KeyboardInterrupt:
         interrupted = True
     finally:
