@@ -319,6 +319,11 @@ def _column(rows: pd.DataFrame, name: str, dtype: Any = float) -> np.ndarray:
     return np.asarray(col.astype(object).where(col.notna(), None).to_numpy(), dtype=object)
 
 
+#: Above this share of all cores' time used by other processes during timing, a row's latency
+#: is not trusted (measured here: a 10x slow-down with three campaigns on two cores).
+MAX_OTHER_CPU_SHARE = 0.15
+
+
 def prepare(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile],
             fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> TrainingData:
     """Featurise the usable rows: status "ok" and a technique spec this code can parse.
@@ -352,6 +357,13 @@ def prepare(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile],
     derived = np.array([latency[i] / by_id[b] if b in by_id and by_id[b] > 0 else np.nan
                         for i, b in enumerate(baseline_id)]) if len(rows) else np.zeros(0)
     ratio = np.where(np.isfinite(ratio), ratio, derived)
+    # Latency timed while other processes used a large share of the CPU measures the contention:
+    # such rows still teach size and accuracy, but not latency (nor energy, which derives from it).
+    busy = _column(rows, "cpu_other_share") > MAX_OTHER_CPU_SHARE
+    if busy.any():
+        dropped["latency timed on a busy machine (left out of latency)"] = int(busy.sum())
+        latency = np.where(busy, np.nan, latency)
+        ratio = np.where(busy, np.nan, ratio)
     source = _column(rows, "source", object)
     source = np.where(source == None, "measured", source).astype(str)  # noqa: E711 - elementwise
     devices: dict[str, dict[str, Any]] = {}

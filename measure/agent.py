@@ -17,6 +17,7 @@ import json
 import os
 import resource
 import sys
+import time
 
 try:  # inside the project
     from advisor import fingerprint
@@ -81,6 +82,32 @@ def _peak_rss_bytes():
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _cpu_jiffies():
+    """(busy jiffies of the whole machine, jiffies of this process), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
+        return busy, int(own[11]) + int(own[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def other_cpu_share(before, after, wall_s):
+    """Share of all cores' time that other processes used during a window (0 quiet .. 1 saturated).
+
+    Timing on a machine busy with other work measures the contention, not the model: rows
+    whose share is high are flagged so the predictor can leave their latency out."""
+    if before is None or after is None or wall_s <= 0:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    cores = os.cpu_count() or 1
+    other = (after[0] - before[0]) - (after[1] - before[1])
+    return max(0.0, min(1.0, other / hz / (wall_s * cores)))
 
 
 class Runner(object):
@@ -173,6 +200,7 @@ def run_job(job):
     inputs = dict((label, _sample_input(r, eval_x)) for label, r in runners)
     calls = [(label, _bind(r, inputs[label])) for label, r in runners]
     policy = timing.TimingPolicy(**job.get("policy", {}))
+    cpu0, wall0 = _cpu_jiffies(), time.monotonic()
     if sensor is not None:
         sampler = energy.PowerSampler(sensor)
         sampler.start()
@@ -183,6 +211,7 @@ def run_job(job):
     else:
         samples = None
         timed = timing.interleaved(calls, policy)
+    result["cpu_other_share"] = other_cpu_share(cpu0, _cpu_jiffies(), time.monotonic() - wall0)
 
     for label, runner in runners:
         t = timed[label]

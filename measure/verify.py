@@ -26,7 +26,8 @@ def verify_recommendation(rec, *, model: str, device: str, data: str | None, sto
     from measure.runner import MeasureSettings, measure
 
     technique = rec.technique or "none"
-    settings = MeasureSettings(input_size=input_size if input_size is not None else _zoo_size(rec.model),
+    is_file = Path(model).exists() or rec.model.startswith("file:")
+    settings = MeasureSettings(input_size=input_size if input_size is not None or is_file else _zoo_size(rec.model),
                                threads=threads, dataset=data)
     result = measure(model.split("@")[0] if "@" in model and not Path(model).exists() else model,
                      technique, get_device(device), settings)

@@ -62,3 +62,31 @@ def test_agent_failure_is_a_device_error(tmp_path):
     (tmp_path / "bad.tflite").write_bytes(b"not a flatbuffer")
     with pytest.raises(DeviceError, match="agent failed"):
         LocalDevice().memory(tmp_path / "bad.tflite", threads=1)
+
+
+def test_other_cpu_share_from_jiffies():
+    import os
+
+    from measure.agent import other_cpu_share
+
+    hz, cores = os.sysconf("SC_CLK_TCK"), os.cpu_count()
+    # 1 s window: the machine's busy jiffies grew by a full core, all of it this process: quiet.
+    assert other_cpu_share((0, 0), (hz, hz), 1.0) == 0.0
+    # another process kept one core busy the whole second
+    assert other_cpu_share((0, 0), (2 * hz, hz), 1.0) == pytest.approx(1 / cores)
+    assert other_cpu_share(None, (1, 1), 1.0) is None
+
+
+def test_predictor_leaves_out_latency_timed_on_a_busy_machine():
+    import pandas as pd
+
+    from advisor.predictor import MAX_OTHER_CPU_SHARE, prepare
+
+    rows = pd.DataFrame([
+        {"status": "ok", "technique": "none", "latency_ms_median": 2.0, "cpu_other_share": 0.0, "config_id": "a"},
+        {"status": "ok", "technique": "none", "latency_ms_median": 20.0, "cpu_other_share": MAX_OTHER_CPU_SHARE + 0.3,
+         "config_id": "b"},
+    ])
+    data = prepare(rows, {})
+    assert data.latency[0] == 2.0 and np.isnan(data.latency[1])
+    assert sum(v for k, v in data.dropped.items() if "busy" in k) == 1
