@@ -175,7 +175,8 @@ def _apply_qat(model, step: Technique, data: TrainData, settings: FinetuneSettin
     )
 
     if ctx.get("clustered"):
-        scheme, how = combine.Default8BitClusterPreserveQuantizeScheme(bool(ctx.get("pruned"))), "cluster-preserving QAT"
+        scheme = combine.Default8BitClusterPreserveQuantizeScheme(bool(ctx.get("pruned")))
+        how = "cluster-preserving QAT"
     elif ctx.get("pruned"):
         scheme, how = combine.Default8BitPrunePreserveQuantizeScheme(), "prune-preserving QAT"
     else:

@@ -331,7 +331,8 @@ def _labels(y: np.ndarray, where: str) -> tuple[np.ndarray, tuple[str, ...] | No
     if y.dtype.kind not in "iuf":
         raise DatasetError(f"{where}: labels must be numbers or strings, got dtype {y.dtype}")
     if len(y) and not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
-        raise DatasetError(f"{where}: labels must be whole numbers (class indices), got values like {y[y != np.round(y)][:3]}")
+        raise DatasetError(f"{where}: labels must be whole numbers (class indices), "
+                           f"got values like {y[y != np.round(y)][:3]}")
     if len(y) and y.min() < 0:
         raise DatasetError(f"{where}: labels must be non-negative class indices, got {int(y.min())}")
     return y.astype(np.int64), None
@@ -362,7 +363,8 @@ def _user_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: n
         if len(x) != len(y):
             raise DatasetError(f"{source}: x_{part} has {len(x)} samples but y_{part} has {len(y)} labels")
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise DatasetError(f"{source}: x_train samples are {x_train.shape[1:]} but x_test samples are {x_test.shape[1:]}")
+        raise DatasetError(f"{source}: x_train samples are {x_train.shape[1:]} "
+                           f"but x_test samples are {x_test.shape[1:]}")
     if len(y_train) == 0:
         raise DatasetError(f"{source}: no training samples")
     ytr, names_tr = _labels(y_train, source)
@@ -404,7 +406,8 @@ def _load_user_npz(path: Path, seed: int) -> Dataset:
         train, test = stratified_split(strata, 0.2, seed)
         return _user_dataset(path.stem, x[train], y[train], x[test], y[test], classes, source)
     raise DatasetError(
-        f"{source}: needs arrays x_train, y_train, x_test, y_test (or x, y); found {', '.join(sorted(arrays)) or 'none'}")
+        f"{source}: needs arrays x_train, y_train, x_test, y_test (or x, y); "
+        f"found {', '.join(sorted(arrays)) or 'none'}")
 
 
 def _load_npy_folder(path: Path, seed: int) -> Dataset:

@@ -122,7 +122,8 @@ def test_raspberry_pi_32bit_cpuinfo(tmp_path):
             "Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm crc32\n"
             "CPU implementer\t: 0x41\nCPU architecture: 7\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
             "CPU revision\t: 3\n")
-    tail = "Hardware\t: BCM2711\nRevision\t: c03114\nSerial\t\t: 10000000abcdef01\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
+    tail = ("Hardware\t: BCM2711\nRevision\t: c03114\nSerial\t\t: 10000000abcdef01\n"
+            "Model\t\t: Raspberry Pi 4 Model B Rev 1.4\n")
     write(tmp_path / "proc/cpuinfo", "\n".join(core.format(n) for n in range(4)) + "\n" + tail)
     fp = collect_fingerprint(root=str(tmp_path))
     assert fp["cpu_model"] == "Cortex-A72"
