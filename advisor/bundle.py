@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import shutil
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -79,17 +78,9 @@ def _sha256(data: bytes) -> str:
 
 
 def _library_versions() -> dict[str, str | None]:
-    from importlib import metadata
+    from advisor.versions import PREDICT_DISTS, library_versions
 
-    import advisor
-
-    out: dict[str, str | None] = {"compression-advisor": advisor.__version__, "python": sys.version.split()[0]}
-    for dist in ("xgboost", "numpy", "scipy", "scikit-learn", "pandas"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+    return library_versions(PREDICT_DISTS)
 
 
 def _utc_now() -> datetime:

@@ -74,19 +74,11 @@ def zoo(as_json: JsonOpt = False) -> None:
 @app.command()
 def env(as_json: JsonOpt = False) -> None:
     """Print versions and the device fingerprint, for bug reports."""
-    from importlib import metadata
-
-    import advisor
     from advisor import fingerprint
+    from advisor.versions import MEASURE_DISTS, PREDICT_DISTS, library_versions
 
     fp = fingerprint.collect_fingerprint()
-    versions = {"compression-advisor": advisor.__version__, "python": sys.version.split()[0]}
-    for dist in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "xgboost",
-                 "numpy", "scikit-learn", "pandas", "pyarrow"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = library_versions(dict.fromkeys(MEASURE_DISTS + PREDICT_DISTS + ("pyarrow",)))
     out = {"versions": versions, "fingerprint": fp, "fingerprint_id": fingerprint.fingerprint_id(fp)}
     if as_json:
         _emit(out)

@@ -468,19 +468,7 @@ def _write_atomic(directory: Path, table: pa.Table) -> Path:
         final = directory / f"shard-{stamp}-{secrets.token_hex(4)}.parquet"
         if not final.exists():
             break
-    temp = directory / f".{final.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, final)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
-    return final
+    return write_bytes_atomic(final, data)
 
 
 def _conform(table: pa.Table) -> pa.Table:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-import platform
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -103,15 +102,9 @@ class Measurement:
 
 
 def _library_versions() -> dict:
-    from importlib import metadata
+    from advisor.versions import MEASURE_DISTS, library_versions
 
-    out = {"python": platform.python_version(), "compression-advisor": advisor.__version__}
-    for dist in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+    return library_versions(MEASURE_DISTS)
 
 
 def _settings_key(settings: MeasureSettings, resolved, finetune: str) -> dict:
