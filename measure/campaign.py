@@ -43,6 +43,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import json
+import os
 import shutil
 import sys
 import tempfile
@@ -526,6 +528,69 @@ def _failed_row(config: Config, device_id: str, key: str | None, error: str) -> 
     return row
 
 
+@dataclasses.dataclass
+class _Outcome:
+    """A measurement as a worker process reports it (the parts the campaign stores)."""
+
+    row: dict
+    _rows: list[dict]
+    profile: Any
+
+    def rows(self) -> list[dict]:
+        return self._rows
+
+
+def _run_worker(model: str, techniques: list[str], device_name: str, settings: MeasureSettings,
+                stage) -> list[Any] | None:
+    """Run one worker; None if it died (a signal, or no result)."""
+    import subprocess
+    import sys
+
+    from advisor.profile import ModelProfile
+
+    with tempfile.TemporaryDirectory(prefix="advisor-worker-") as folder:
+        job, out = Path(folder) / "job.json", Path(folder) / "out.json"
+        job.write_text(json.dumps({"model": model, "techniques": techniques, "device": device_name,
+                                   "settings": dataclasses.asdict(settings)}))
+        env = dict(os.environ, TMPDIR=folder)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        proc = subprocess.Popen([sys.executable, "-m", "measure.campaign_worker", str(job), str(out)],
+                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        for line in proc.stderr:
+            if line.startswith("stage: "):
+                stage(line[7:].strip())
+        proc.wait()
+        if proc.returncode != 0 or not out.exists():
+            return None
+        results = json.loads(out.read_text())
+    outcomes: list[Any] = []
+    for r in results:
+        if "error" in r:
+            outcomes.append(AdvisorError(r["error"]))
+        else:
+            prof = ModelProfile.from_dict(r["profile"]) if r.get("profile") else None
+            row = next(x for x in r["rows"] if x["config_id"] == r["row_id"])
+            outcomes.append(_Outcome(row, r["rows"], prof))
+    return outcomes
+
+
+def _measure_isolated(model: str, techniques: list[str], device_name: str, settings: MeasureSettings,
+                      stage) -> list[Any]:
+    """All techniques in one worker; if it crashes, each technique alone, to isolate the culprit."""
+    outcomes = _run_worker(model, techniques, device_name, settings, stage)
+    if outcomes is not None:
+        return outcomes
+    if len(techniques) == 1:
+        return [AdvisorError(f"the measurement process crashed (native code) measuring {techniques[0]}")]
+    stage("the worker crashed: measuring each technique alone")
+    out: list[Any] = []
+    for t in techniques:
+        one = _run_worker(model, [t], device_name, settings, stage)
+        out.append(one[0] if one else AdvisorError(f"the measurement process crashed (native code) measuring {t}"))
+    return out
+
+
 def _release_models() -> None:
     """Free the Keras graphs of the model just measured: without it a long campaign's memory
     grows by every network it has built (gigabytes after a hundred)."""
@@ -550,7 +615,8 @@ def _groups(todo: list) -> Iterator[list]:
 
 
 def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool | TextIO = True,
-                 limit: int | None = None, retry_failed: bool = False) -> CampaignReport:
+                 limit: int | None = None, retry_failed: bool = False, isolate: bool | None = None
+                 ) -> CampaignReport:
     """Measure every configuration of `plan` not already in `store`, storing rows as each finishes.
 
     Args:
@@ -560,6 +626,9 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
         progress: True for a progress bar on stderr, False for none, or a stream to write it to.
         limit: measure at most this many configurations this time (skipped ones do not count).
         retry_failed: measure configurations stored as failed again (default: skip them).
+        isolate: measure each model in a child process (default: yes when the device comes from
+            the plan by name), so a native crash fails that model's configurations and the
+            campaign goes on.
 
     Returns:
         The counts; `interrupted` is True when Ctrl-C stopped it (everything finished is stored).
@@ -573,6 +642,8 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
     if limit is not None and limit < 0:
         raise OptionError(f"limit must be at least 0, got {limit}")
     began = time.monotonic()
+    if isolate is None:
+        isolate = device is None
     device = device if device is not None else get_device(plan.device)
     device_id = getattr(device, "device_id", device.name)
     ok_ids = store.ids("ok")
@@ -616,9 +687,14 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
                 problem = next((p for _, _, p in group if p is not None), None)
                 if problem is not None:
                     raise problem
-                with _scratch():
-                    outcomes = measure_many(config0.model, [c.technique for c, _, _ in group], device,
-                                            config0.settings, progress=bar.stage)
+                techniques = [c.technique for c, _, _ in group]
+                if isolate:
+                    outcomes = _measure_isolated(config0.model, techniques, device.name, config0.settings,
+                                                 bar.stage)
+                else:
+                    with _scratch():
+                        outcomes = measure_many(config0.model, techniques, device, config0.settings,
+                                                progress=bar.stage)
             except KeyboardInterrupt:
                 interrupted = True
                 break
@@ -649,7 +725,8 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
             for outcome in outcomes:
                 if not isinstance(outcome, BaseException):
                     bar.finish(True)
-            _release_models()
+            if not isolate:
+                _release_models()
     except KeyboardInterrupt:
         interrupted = True
     finally:

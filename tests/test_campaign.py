@@ -385,3 +385,25 @@ def test_progress_redraws_one_line_on_a_terminal_and_prints_lines_otherwise():
     bar.finish(True)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.tf
+def test_isolated_campaign_survives_a_native_crash(tmp_path, monkeypatch):
+    """By default each model runs in a child process: a segfault there (injected for the test,
+    as the TFLite converter has done on real networks) fails only what it was measuring."""
+    plan = load_plan(write(tmp_path, FAST + """
+        [[grid]]
+        models = ["sampled:dense:7"]
+        techniques = ["ptq-dynamic", "ptq-float16"]
+        """))
+    monkeypatch.setenv("ADVISOR_WORKER_CRASH_ON", "ptq-float16")
+    store = Store(tmp_path / "store")
+    report = run_campaign(plan, store=store, progress=False)  # no device given: isolated
+    assert (report.measured, report.failed) == (1, 1)
+    assert "crashed" in report.failures[0][2] and report.failures[0][1] == "ptq-float16"
+    rows = store.read()
+    ok = rows[rows.status == "ok"]
+    assert set(ok.technique) == {"none", "ptq-dynamic"}  # the survivor and its baseline
+    assert store.get_profile(ok.profile_digest.iloc[0]) is not None
+    again = run_campaign(plan, store=store, progress=False)
+    assert (again.measured, again.skipped) == (0, 2)  # resumable: both are stored (one as failed)
