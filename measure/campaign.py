@@ -557,10 +557,15 @@ def _run_worker(model: str, techniques: list[str], device_name: str, settings: M
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         proc = subprocess.Popen([sys.executable, "-m", "measure.campaign_worker", str(job), str(out)],
                                 stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-        for line in proc.stderr:
-            if line.startswith("stage: "):
-                stage(line[7:].strip())
-        proc.wait()
+        try:
+            for line in proc.stderr:
+                if line.startswith("stage: "):
+                    stage(line[7:].strip())
+            proc.wait()
+        except BaseException:  # Ctrl-C: the worker stops with the campaign
+            proc.kill()
+            proc.wait()
+            raise
         if proc.returncode != 0 or not out.exists():
             return None
         results = json.loads(out.read_text())
