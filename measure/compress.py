@@ -63,9 +63,17 @@ def _registry_supports(module_path: str, registry: str, layer) -> bool:
         return False
 
 
+#: Layers TF Model Optimization 0.8 lists as prunable but cannot wrap under tf-keras 2.21 (its
+#: registry is keyed by the older classes: a KeyError naming the class). They stay dense, and the
+#: rest of the network (embeddings, dense layers) is pruned.
+NOT_WRAPPABLE = ("LSTM", "GRU", "SimpleRNN", "Bidirectional")
+
+
 def _prunable(layer, structured: bool) -> bool:
     from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
 
+    if type(layer).__name__ in NOT_WRAPPABLE:
+        return False
     reg = prune_registry.PruneRegistry
     if not reg.supports(layer) or not reg._weight_names(layer):  # noqa: SLF001 - tfmot's own table
         return False
@@ -147,7 +155,9 @@ def _apply_prune(model, step: Technique, data: TrainData, settings: FinetuneSett
         step.spec)
     _fit(wrapped_model, data, settings, ctx, [sparsity.UpdatePruningStep()])
     ctx["pruned"] = True
-    ctx["notes"].append(f"{step.spec}: pruned {len(names)} layers")
+    kept = [ly.name for ly in model.layers if type(ly).__name__ in NOT_WRAPPABLE]
+    ctx["notes"].append(f"{step.spec}: pruned {len(names)} layers"
+                        + (f"; recurrent layers left dense ({', '.join(kept)}): TF-MOT cannot wrap them" if kept else ""))
     return sparsity.strip_pruning(wrapped_model)
 
 
