@@ -157,7 +157,8 @@ def _apply_prune(model, step: Technique, data: TrainData, settings: FinetuneSett
     ctx["pruned"] = True
     kept = [ly.name for ly in model.layers if type(ly).__name__ in NOT_WRAPPABLE]
     ctx["notes"].append(f"{step.spec}: pruned {len(names)} layers"
-                        + (f"; recurrent layers left dense ({', '.join(kept)}): TF-MOT cannot wrap them" if kept else ""))
+                        + (f"; recurrent layers left dense ({', '.join(kept)}): TF-MOT cannot wrap them"
+                           if kept else ""))
     return sparsity.strip_pruning(wrapped_model)
 
 
