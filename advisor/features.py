@@ -83,6 +83,10 @@ DOMAINS = ("image", "text", "audio")
 #: vector units and threads, a large one can. Work in these groups is also split by size.
 SIZE_BUCKETS = (("small", 0.0, 2.0**18), ("mid", 2.0**18, 2.0**22), ("large", 2.0**22, math.inf))
 BUCKETED_GROUPS = ("conv", "depthwise", "dense")
+#: Layers whose parameters the TFLite converter folds into the previous operation.
+FOLDED_LAYERS = frozenset({"BatchNormalization"})
+#: The TFLite converter's dynamic-range quantization skips tensors smaller than this.
+DYNAMIC_RANGE_MIN_ELEMENTS = 1024
 
 #: Instruction-set extensions that change kernel speed (a curated, stable subset of
 #: `advisor.fingerprint.ISA_FLAGS`: changing this list changes the schema).
@@ -98,7 +102,7 @@ def _profile_names() -> tuple[str, ...]:
     per_bucket = tuple(f"macs_{g}_{b}" for g in BUCKETED_GROUPS for b, _, _ in SIZE_BUCKETS)
     shares = tuple(f"share_{g}" for g in GROUPS if g != "other")
     return ("macs", "params", "depth", "n_ops", "input_size", "input_elements", "act_elements", "act_peak",
-            "macs_per_act", "macs_per_op", "params_per_mac", "num_classes",
+            "macs_per_act", "macs_per_op", "params_per_mac", "num_classes", "params_folded", "params_small",
             *(f"domain_{d}" for d in DOMAINS), *per_group, *per_bucket, "macs_conv_k1", "macs_conv_strided",
             *shares, "share_conv_k1", "share_act_other",
             "log_macs", "log_params", "log_act_elements", "log_input_elements")
@@ -189,7 +193,12 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
                 if lo <= m < hi:
                     bucket[f"macs_{g}_{b}"] += m
 
+    folded = small = 0.0
     for layer in profile.layers:
+        if layer.type in FOLDED_LAYERS:
+            folded += layer.params  # folded into the preceding convolution by the converter
+        elif 0 < layer.params < DYNAMIC_RANGE_MIN_ELEMENTS:
+            small += layer.params
         if layer.type in FREE_LAYERS:
             continue
         written = float(layer.output_elements)
@@ -228,6 +237,7 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
         "input_elements": input_elements, "act_elements": total_act, "act_peak": peak,
         "macs_per_act": ratio(total_macs, total_act), "macs_per_op": ratio(total_macs, n_ops),
         "params_per_mac": ratio(total_params, total_macs), "num_classes": float(profile.num_classes),
+        "params_folded": folded, "params_small": small,
         **{f"domain_{d}": float(profile.domain == d) for d in DOMAINS},
         "macs_conv_k1": k1, "macs_conv_strided": strided,
         "share_conv_k1": ratio(k1, total_macs), "share_act_other": ratio(act["other"], total_act),
@@ -347,9 +357,20 @@ def profile_vector(profile: ModelProfile) -> np.ndarray:
 
 
 def fill_derived(X: np.ndarray) -> np.ndarray:
-    """Compute the derived columns of an assembled matrix in place; returns X."""
+    """Compute the derived columns of an assembled matrix in place; returns X.
+
+    `param_bytes` is what the weights take in the .tflite file: BatchNorm parameters are folded
+    away by the converter, and dynamic-range quantization leaves tensors under 1,024 elements
+    in float32 (rows without per-layer detail fall back to all parameters at the weight width).
+    """
     params = X[:, INDEX["params"]]
-    X[:, INDEX["param_bytes"]] = params * X[:, INDEX["eff_weight_bits"]] / 8.0
+    folded = np.nan_to_num(X[:, INDEX["params_folded"]])
+    small = np.nan_to_num(X[:, INDEX["params_small"]])
+    bits = X[:, INDEX["eff_weight_bits"]]
+    dynamic = np.nan_to_num(X[:, INDEX["quant_dynamic"]]) > 0
+    weights = np.maximum(params - folded, 0)
+    stays_float = np.where(dynamic, np.minimum(small, weights), 0.0)
+    X[:, INDEX["param_bytes"]] = (weights - stays_float) * bits / 8.0 + stays_float * 4.0
     X[:, INDEX["param_nonzero"]] = params * X[:, INDEX["density"]]
     return X
 
