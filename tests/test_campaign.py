@@ -271,7 +271,13 @@ def campaign(tmp_path_factory, keras):
     store = Store(root / "store")
     device = CtrlCDevice(at=2)
     stream = io.StringIO()
-    report = run_campaign(plan, store=store, device=device, progress=stream)
+    # A shell that starts this run in the background ignores SIGINT (Python then keeps it ignored):
+    # restore Python's own handler, as in an interactive session where Ctrl-C is pressed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        report = run_campaign(plan, store=store, device=device, progress=stream)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return plan, store, device, report, stream.getvalue()
 
 
