@@ -117,9 +117,11 @@ def tabulate_store(store_dir: Path, args) -> int:
                             "rule_met": bool(r.latency_rule_met and b.latency_rule_met),
                             "measured_at": r.measured_at})
     first = df.iloc[0]
-    when = f"{min(x['measured_at'] for x in results)[:16]} to {max(x['measured_at'] for x in results)[:16]} UTC"
+    first_at, last_at = (x[:16].replace("T", " ") for x in (min(r["measured_at"] for r in results),
+                                                            max(r["measured_at"] for r in results)))
+    when = f"{first_at} to {last_at} UTC"
     machine = f"{first.cpu_model}, {first.logical_cpus} logical CPUs, {int(first.threads)} interpreter thread(s)"
-    header = (f"Measured {when.replace('T', ' ')} on {machine} (fingerprint {first.fingerprint_id}); "
+    header = (f"Measured {when} on {machine} (fingerprint {first.fingerprint_id}); "
               "random weights, fine-tuning on random data; ratios to `none` from the same interleaved rounds "
               f"(rows from `{store_dir}`).")
     return write_table(results, header, Path(args.out), {"when": when, "machine": machine})
