@@ -46,7 +46,7 @@ def profile_for(model: str, input_size: int | None = None) -> ModelProfile:
     Raises:
         UnknownNameError, ModelFileError, OptionError.
     """
-    from advisor.cli_predictor import resolve_profile
+    from advisor.lookup import resolve_profile
 
     path = Path(model)
     is_model_file = path.exists() and (path.is_dir() or path.suffix.lower() in MODEL_SUFFIXES)
@@ -133,7 +133,7 @@ class Advisor:
                   confidence: float = 0.9, top: int = 5, threads: int = 1,
                   input_size: int | None = None) -> Recommendation:
         """Keep, compress (how) or infeasible, for `model` on `device` under the constraints."""
-        from advisor.cli_predictor import device_fingerprint
+        from advisor.lookup import device_fingerprint
 
         constraints = Constraints(budget_ms, budget_mj, max_size_mb, max_accuracy_drop, objective, confidence)
         if threads < 1:

@@ -7,7 +7,6 @@ module import, so that answering commands stay fast and TensorFlow-free.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,28 +14,18 @@ from typing import Annotated, Optional
 import typer
 
 from advisor.errors import AdvisorError
+from advisor.jsonable import plain
+from advisor.lookup import DEFAULT_STORE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Should you compress your network for this device, and how? Measured, then predicted.")
 
-# The repository's training_data/ (in a checkout or editable install), unless set.
-DEFAULT_STORE = Path(os.environ.get("ADVISOR_STORE", Path(__file__).resolve().parent.parent / "training_data"))
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
 
 
 def _emit(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    typer.echo(json.dumps(obj, indent=2, sort_keys=False, default=plain))
 
 
 @app.command()

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from advisor.cli_predictor import DEFAULT_STORE, JsonOpt
+from advisor.cli_predictor import JsonOpt
 from advisor.errors import OptionError
+from advisor.lookup import DEFAULT_STORE
 
 
 def ingest_published(

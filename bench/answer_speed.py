@@ -59,8 +59,8 @@ def throughput(bundle: str | None, k: int) -> dict[str, float]:
 
     from advisor.api import Advisor, profile_for
     from advisor.candidates import candidate_specs
-    from advisor.cli_predictor import device_fingerprint
     from advisor.features import device_features, feature_matrix
+    from advisor.lookup import device_fingerprint
 
     t0 = time.perf_counter()
     adv = Advisor.load(bundle)

@@ -103,7 +103,7 @@ def cold_answer(network: str, budget_ms: float, objective: str, bundle: str | No
 
 def run_network(network: str, specs: list[str], args, adv, device) -> dict:
     from advisor.api import profile_for
-    from advisor.cli_predictor import device_fingerprint
+    from advisor.lookup import device_fingerprint
     from advisor.recommend import Constraints, decide
     from measure.runner import MeasureSettings, measure_many
 

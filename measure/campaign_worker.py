@@ -18,16 +18,6 @@ import signal
 import sys
 
 
-def _plain(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def main(argv: list[str]) -> int:
     job_path, out_path = argv
     job = json.loads(open(job_path).read())
@@ -35,6 +25,7 @@ def main(argv: list[str]) -> int:
     if crash_on and crash_on in job["techniques"]:
         os.kill(os.getpid(), signal.SIGSEGV)
     from advisor.errors import AdvisorError
+    from advisor.jsonable import plain
     from measure.devices import get_device
     from measure.runner import MeasureSettings, measure_many
 
@@ -52,7 +43,7 @@ def main(argv: list[str]) -> int:
     except AdvisorError as exc:
         out = [{"error": " ".join(str(exc).split())}] * len(job["techniques"])
     with open(out_path, "w") as f:
-        json.dump(out, f, default=_plain)
+        json.dump(out, f, default=plain)
     return 0
 
 

@@ -313,3 +313,13 @@ def test_verify_measures_the_choice_stores_the_rows_and_shows_both(capsys, tmp_p
     assert (rows["status"] == "ok").all()
     assert Path(v["saved_to"]).exists()
     assert rows.set_index("technique").loc[technique, "latency_ms_median"] == pytest.approx(v["measured"]["latency_ms"])
+
+
+def test_python_api_loads_no_command_line_or_training_libraries(bundle_dir):
+    """Deployment tooling calls the API in its own process: no typer, pandas, xgboost, TensorFlow."""
+    code = ("import sys; from advisor import Advisor; "
+            f"r = Advisor.load({str(bundle_dir)!r}).recommend('mobilenet_v2', budget_ms=50); "
+            "print(r.decision, sorted(m for m in ('typer', 'pandas', 'xgboost', 'tensorflow') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("[]")

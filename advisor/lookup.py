@@ -1,0 +1,92 @@
+"""Where the advisor finds what it reasons about, without TensorFlow or pandas: a network's
+profile (the packaged zoo profiles, or a PROFILE.json), a device's fingerprint (this machine, or
+one the bundle was trained on), and the default dataset store. Used by the Python API and the
+command line alike."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import ModelFileError, OptionError, UnknownNameError
+
+PROFILES_DIR = Path(__file__).resolve().parent / "data" / "profiles"
+#: The repository's training_data/ (in a checkout or an editable install), unless $ADVISOR_STORE is set.
+DEFAULT_STORE = Path(os.environ.get("ADVISOR_STORE", Path(__file__).resolve().parent.parent / "training_data"))
+
+
+def zoo_index(directory: Path = PROFILES_DIR) -> dict[str, dict]:
+    """The packaged profile index: "<name>@<size>" -> entry (file, model, input_size, default)."""
+    path = directory / "index.json"
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"profile index {path} is unreadable: {exc}") from None
+    return index if isinstance(index, dict) else {}
+
+
+def resolve_profile(model: str, input_size: int | None = None, directory: Path = PROFILES_DIR):
+    """A ModelProfile from a PROFILE.json path or a zoo name (its packaged profile, no TensorFlow).
+
+    Raises:
+        ModelFileError: an unreadable profile file; UnknownNameError: an unknown zoo name;
+        OptionError: an input size the index has no profile for.
+    """
+    from advisor.profile import ModelProfile
+
+    path = Path(model)
+    if model.endswith(".json") or path.is_file():
+        if input_size is not None:
+            raise OptionError("--input-size applies to zoo names; a profile file has its own input size")
+        return ModelProfile.load(path)
+    index = zoo_index(directory)
+    names = sorted({key.split("@")[0] for key in index})
+    name = model.split("@")[0]
+    if "@" in model:
+        try:
+            size_from_name = int(model.split("@")[1])
+        except ValueError:
+            raise OptionError(f"bad model name {model!r}: write NAME or NAME@SIZE") from None
+        if input_size is not None and input_size != size_from_name:
+            raise OptionError(f"{model} names input size {size_from_name} but --input-size is {input_size}")
+        input_size = size_from_name
+    entries = {key: e for key, e in index.items() if key.split("@")[0] == name}
+    if not entries:
+        if not index:
+            raise ModelFileError(f"no packaged profiles at {directory} (give a PROFILE.json instead)")
+        raise UnknownNameError("model", name, names)
+    if input_size is None:
+        chosen = [k for k, e in entries.items() if e.get("default")] or sorted(entries)
+        key = chosen[0]
+    else:
+        key = f"{name}@{input_size}"
+        if key not in entries:
+            sizes = sorted(int(e.get("input_size", k.split("@")[1])) for k, e in entries.items())
+            raise OptionError(f"no profile of {name} at input size {input_size} (available: "
+                              f"{', '.join(map(str, sizes))})")
+    return ModelProfile.load(directory / entries[key]["file"])
+
+
+def device_fingerprint(device: str, predictor: Any) -> tuple[dict, str | None]:
+    """(fingerprint, note) for `--device`: 'local' or a device the bundle was trained on.
+
+    For 'local', a machine the bundle knows (same fingerprint id) is described exactly as in
+    training, so its rows and this prediction see the same features.
+    """
+    devices = getattr(predictor, "devices_", {}) or {}
+    if device == "local":
+        from advisor.fingerprint import collect_fingerprint, fingerprint_id
+
+        fp = collect_fingerprint()
+        fid = fingerprint_id(fp)
+        for name, entry in devices.items():
+            if entry.get("fingerprint_id") == fid:
+                return dict(entry["fingerprint"]), f"this machine is '{name}' in the training data"
+        return fp, "this machine has no measurements in the training data: the prediction extrapolates"
+    if device in devices:
+        return dict(devices[device]["fingerprint"]), None
+    raise UnknownNameError("device", device, ["local", *devices])
