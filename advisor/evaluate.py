@@ -14,6 +14,10 @@ error, Spearman's rank correlation, and how often the truth falls inside the p10
 (ideally 80%); for the accuracy change, the mean absolute error in percentage points and the
 share within 1 pp.
 
+Kernel probes (families ending in "_kernel": one layer between an input and a classifier, see
+`plans/kernels.toml`) are training material, not networks a user brings: every fold trains on
+them and no score counts them.
+
 The FLOPs-proportional baseline, on the same split: latency = the row's MACs x the median
 ms-per-MAC of the training rows on the same device, threads and technique (falling back to
 device and technique, then device, then technique, then all rows where a level has no rows).
@@ -35,17 +39,36 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SPLITS = ("family", "random", "device")
+PROBE_FAMILY_SUFFIX = "_kernel"
+
+
+def is_probe(families: np.ndarray) -> np.ndarray:
+    """Per row: is it a kernel probe (trained on, never scored)?"""
+    return np.array([str(f).endswith(PROBE_FAMILY_SUFFIX) for f in families], dtype=bool)
 RATIO_TARGETS = ("latency", "size", "energy")
 
 
 def _folds(rows: pd.DataFrame, split: str, k: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """A fold number per row, and notes."""
+    """A fold number per row (-1: in every fold's training rows, never held out), and notes."""
+    fold, notes = _held_out_folds(rows, split, k, seed)
+    if split != "device" and "family" in rows.columns:
+        fold = np.where(is_probe(rows["family"].astype(str).to_numpy()), -1, fold)
+    return fold, notes
+
+
+def _held_out_folds(rows: pd.DataFrame, split: str, k: int, seed: int) -> tuple[np.ndarray, list[str]]:
     rng = np.random.default_rng(seed)
     if split == "random":
         fold = rng.permutation(len(rows)) % max(min(k, len(rows)), 1)
         return fold, []
     column = "family" if split == "family" else "device"
     groups = rows[column].astype(str).to_numpy()
+    if split == "family":
+        unique = np.unique(groups[~is_probe(groups)])
+        if len(unique) >= 2:
+            n_folds = min(k, len(unique))
+            fold_of = dict(zip(rng.permutation(unique), np.arange(len(unique)) % n_folds))
+            return np.array([fold_of.get(g, -1) for g in groups]), []
     unique = np.unique(groups)
     if len(unique) < 2:
         what = "families" if split == "family" else "devices"
@@ -146,8 +169,9 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {t: [] for t in (*RATIO_TARGETS, "accuracy_delta")}
     proxy: list[tuple[np.ndarray, np.ndarray]] = []
     n_folds = int(fold.max()) + 1 if len(fold) and not notes else 0
+    probe = is_probe(rows["family"].astype(str).to_numpy()) if "family" in rows.columns else np.zeros(len(rows), bool)
     for k in range(n_folds):
-        train_rows, test_rows = rows[fold != k], rows[fold == k]
+        train_rows, test_rows = rows[fold != k], rows[(fold == k) & ~probe]
         if len(test_rows) == 0:
             continue
         try:

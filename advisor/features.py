@@ -55,6 +55,10 @@ from advisor.techniques import TECHNIQUES, Pipeline
 # Layer groups: a data table, not an if-chain. Types not listed are "other".
 
 GROUPS = ("conv", "depthwise", "dense", "recurrent", "attention", "other")
+#: Groups whose kernels vectorise over output channels, and the tile they are rounded up to:
+#: a 20-channel convolution runs as a 32-channel one (see `_padded`).
+PADDED_GROUPS = ("conv", "depthwise", "dense")
+CHANNEL_TILE = 32
 
 LAYER_GROUPS: dict[str, str] = {
     **dict.fromkeys(("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
@@ -103,6 +107,8 @@ def _profile_names() -> tuple[str, ...]:
     shares = tuple(f"share_{g}" for g in GROUPS if g != "other")
     return ("macs", "params", "depth", "n_ops", "input_size", "input_elements", "act_elements", "act_peak",
             "macs_per_act", "macs_per_op", "params_per_mac", "num_classes", "params_folded", "params_small",
+            "n_weighted", "channels_weighted",
+            *(f"macs_{g}_padded" for g in PADDED_GROUPS), "act_in", *(f"act_in_{g}" for g in GROUPS),
             *(f"domain_{d}" for d in DOMAINS), *per_group, *per_bucket, "macs_conv_k1", "macs_conv_strided",
             *shares, "share_conv_k1", "share_act_other",
             "log_macs", "log_params", "log_act_elements", "log_input_elements")
@@ -128,7 +134,7 @@ TECHNIQUE_NAMES = _technique_names()
 DEVICE_NAMES = ("threads", "logical_cpus", "physical_cores", "thread_share", "memory_gib", "accelerator",
                 "arch_x86_64", "arch_aarch64", "arch_arm32", *(f"isa_{f}" for f in ISA_FEATURES))
 CONTEXT_NAMES = ("source_published",)
-DERIVED_NAMES = ("param_bytes", "param_nonzero")
+DERIVED_NAMES = ("param_bytes", "param_nonzero", "param_sparse")
 
 #: The feature schema: every matrix the predictor sees has these columns, in this order.
 FEATURE_NAMES: tuple[str, ...] = PROFILE_NAMES + TECHNIQUE_NAMES + DEVICE_NAMES + CONTEXT_NAMES + DERIVED_NAMES
@@ -177,11 +183,19 @@ def _log10(x: float) -> float:
     return math.log10(1.0 + x) if x == x else float("nan")
 
 
+def _padded(macs: float, channels: int) -> float:
+    """MACs as a SIMD kernel executes them: output channels rounded up to whole vector tiles."""
+    if channels <= 0:
+        return macs
+    return macs * (-(-channels // CHANNEL_TILE) * CHANNEL_TILE) / channels
+
+
 def profile_features(profile: ModelProfile) -> dict[str, float]:
     """The profile block for one network (every name in `PROFILE_NAMES`)."""
     macs = dict.fromkeys(GROUPS, 0.0)
     params = dict.fromkeys(GROUPS, 0.0)
     act = dict.fromkeys(GROUPS, 0.0)
+    act_in = dict.fromkeys(GROUPS, 0.0)  # elements read: a kernel's input traffic
     count = dict.fromkeys(GROUPS, 0.0)
     bucket = {f"macs_{g}_{b}": 0.0 for g in BUCKETED_GROUPS for b, _, _ in SIZE_BUCKETS}
     k1 = strided = 0.0
@@ -193,15 +207,22 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
                 if lo <= m < hi:
                     bucket[f"macs_{g}_{b}"] += m
 
-    folded = small = 0.0
+    folded = small = weighted = channels = 0.0
+    padded = dict.fromkeys(PADDED_GROUPS, 0.0)
     for layer in profile.layers:
         if layer.type in FOLDED_LAYERS:
             folded += layer.params  # folded into the preceding convolution by the converter
         elif 0 < layer.params < DYNAMIC_RANGE_MIN_ELEMENTS:
             small += layer.params
+        if layer.params and layer.type not in FOLDED_LAYERS:
+            # Weight tensors and their output channels: what per-tensor and per-channel
+            # quantization parameters (scales, zero points) cost in the file.
+            weighted += 2.0 if layer.type in SEPARABLE else 1.0
+            channels += float(layer.output_shape[-1]) if layer.output_shape else 0.0
         if layer.type in FREE_LAYERS:
             continue
         written = float(layer.output_elements)
+        read = float(sum(_elements(shape) for shape in layer.input_shapes))
         peak = max(peak, written)
         if layer.type in SEPARABLE:
             dw_macs, dw_params = _separable_split(layer)
@@ -211,15 +232,24 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
                 params[g] += p
                 count[g] += 1
                 add_bucket(g, m)
+            cout = int(layer.output_shape[-1]) if layer.output_shape else 0
+            cin = int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
+            padded["depthwise"] += _padded(dw_macs, cin)
+            padded["conv"] += _padded(layer.macs - dw_macs, cout)
+            act_in["depthwise"] += read
+            act_in["conv"] += written  # the pointwise half reads the depthwise output (approximated)
             act["depthwise"] += written  # its intermediate has the input's channels; approximated by the output
             act["conv"] += written
             k1 += layer.macs - dw_macs
             continue
         g = LAYER_GROUPS.get(layer.type, "other")
         add_bucket(g, layer.macs)
+        if g in padded:
+            padded[g] += _padded(layer.macs, int(layer.output_shape[-1]) if layer.output_shape else 0)
         macs[g] += layer.macs
         params[g] += layer.params
         act[g] += written
+        act_in[g] += read
         count[g] += 1
         if g == "conv":
             k1 += layer.macs if layer.kernel == 1 else 0
@@ -237,7 +267,9 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
         "input_elements": input_elements, "act_elements": total_act, "act_peak": peak,
         "macs_per_act": ratio(total_macs, total_act), "macs_per_op": ratio(total_macs, n_ops),
         "params_per_mac": ratio(total_params, total_macs), "num_classes": float(profile.num_classes),
-        "params_folded": folded, "params_small": small,
+        "params_folded": folded, "params_small": small, "n_weighted": weighted, "channels_weighted": channels,
+        **{f"macs_{g}_padded": padded[g] for g in PADDED_GROUPS},
+        "act_in": sum(act_in.values()), **{f"act_in_{g}": act_in[g] for g in GROUPS},
         **{f"domain_{d}": float(profile.domain == d) for d in DOMAINS},
         "macs_conv_k1": k1, "macs_conv_strided": strided,
         "share_conv_k1": ratio(k1, total_macs), "share_act_other": ratio(act["other"], total_act),
@@ -359,19 +391,27 @@ def profile_vector(profile: ModelProfile) -> np.ndarray:
 def fill_derived(X: np.ndarray) -> np.ndarray:
     """Compute the derived columns of an assembled matrix in place; returns X.
 
-    `param_bytes` is what the weights take in the .tflite file: BatchNorm parameters are folded
-    away by the converter, and dynamic-range quantization leaves tensors under 1,024 elements
-    in float32 (rows without per-layer detail fall back to all parameters at the weight width).
+    `param_bytes` is what the weights' values take in the .tflite file: BatchNorm parameters are
+    folded away by the converter, and dynamic-range quantization leaves tensors under 1,024
+    elements in float32 (rows without per-layer detail fall back to all parameters at the weight
+    width). A pruned pipeline that stays float is converted with sparse tensor encoding
+    (`measure.compress`): only its non-zero values are stored, and `param_sparse` counts them,
+    for the prior to learn the index bytes each one costs (0 for densely stored rows).
     """
     params = X[:, INDEX["params"]]
     folded = np.nan_to_num(X[:, INDEX["params_folded"]])
     small = np.nan_to_num(X[:, INDEX["params_small"]])
     bits = X[:, INDEX["eff_weight_bits"]]
+    density = X[:, INDEX["density"]]
     dynamic = np.nan_to_num(X[:, INDEX["quant_dynamic"]]) > 0
+    sparse = (np.nan_to_num(density, nan=1.0) < 1.0) & (np.nan_to_num(X[:, INDEX["weight_bits"]]) == 0) \
+        & (np.nan_to_num(X[:, INDEX["quant_aware"]]) == 0)
     weights = np.maximum(params - folded, 0)
     stays_float = np.where(dynamic, np.minimum(small, weights), 0.0)
-    X[:, INDEX["param_bytes"]] = (weights - stays_float) * bits / 8.0 + stays_float * 4.0
-    X[:, INDEX["param_nonzero"]] = params * X[:, INDEX["density"]]
+    stored = np.where(sparse, density, 1.0)
+    X[:, INDEX["param_bytes"]] = ((weights - stays_float) * bits / 8.0 + stays_float * 4.0) * stored
+    X[:, INDEX["param_nonzero"]] = params * density
+    X[:, INDEX["param_sparse"]] = np.where(sparse, weights * density, 0.0)
     return X
 
 

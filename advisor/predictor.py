@@ -23,16 +23,23 @@ walk at answer time for the same held-out quality) trained on its own rows:
                   the data says little. nn-Meter predicts per kernel and sums; the rows time
                   whole networks, so here the per-kernel costs are learned jointly, and a sum of
                   costs extrapolates to bigger or differently-mixed networks, which trees alone
-                  cannot (a tree's output is bounded by what it saw). The trees learn what the
-                  sum misses (e.g. small kernels running below peak).
-  latency_ratio   log(latency / baseline latency), on compressed rows. The ratio is measured in
-                  the same interleaved rounds as its baseline, so it is free of machine drift, and
-                  scale-free, so it transfers across networks.
+                  cannot (a tree's output is bounded by what it saw). Vectorised groups count
+                  their MACs with output channels rounded up to SIMD tiles (`macs_<g>_padded`).
+                  The trees learn what the sum misses (e.g. small kernels running below peak).
+  latency_ratio   log(latency / baseline latency / ratio prior), on compressed rows. The ratio
+                  is measured in the same interleaved rounds as its baseline, so it is free of
+                  machine drift, and scale-free, so it transfers across networks. The ratio prior
+                  (`RatioPrior`) mixes per-group speed-ups (per machine, threads and numeric mode)
+                  by the baseline prior's time in each group: measured here, int8 convolutions
+                  run several times faster while int8 depthwise and recurrent kernels run slower,
+                  so a network's int8 ratio follows its mix of layers.
   power           log(energy / latency), the average power in W: flatter across networks than
                   energy. Energy is predicted only on machines whose rows had it (else NaN).
-  size            log(size / prior), on every measured row; the prior is parameter bytes at the
-                  pipeline's weight width plus per-parameter, per-op and fixed overhead (size is
-                  nearly deterministic; the trees learn what the prior misses, e.g. int32 biases).
+  size            log(size / prior), on every measured row; the prior is the weights' stored
+                  bytes (non-zero values only for sparse-encoded pruned float models, plus their
+                  index bytes) plus per-parameter, per-op, per-weight-tensor, per-channel and fixed
+                  overhead, one coefficient set per numeric mode (size is nearly deterministic;
+                  the trees learn what the prior misses, e.g. int32 biases).
   size_gzip       the same for the gzip-compressed file, where pruning and clustering show.
   accuracy_delta  percentage points, on compressed rows with a measured or published change;
                   `source_published` is a feature. The baseline's change is 0 by definition.
@@ -139,14 +146,23 @@ class PriorSpec:
 _MACHINE_NAMES = tuple(n for n in F.DEVICE_NAMES if n != "thread_share")
 
 # Per group: a cost per MAC and a cost per op (the kernel-sum model); per activation element.
-_LATENCY_WORK = tuple(f"macs_{g}" for g in F.GROUPS)
+# MACs of vectorised groups as the kernels execute them, output channels rounded up to whole
+# SIMD tiles (features.CHANNEL_TILE): leaving one family out at a time, the kernel-sum alone put
+# 17.5% of baseline latencies within 10% this way, 8.8% with plain MACs (57 networks, 2-core x86).
+_LATENCY_WORK = tuple(f"macs_{g}_padded" if g in F.PADDED_GROUPS else f"macs_{g}" for g in F.GROUPS)
 _LATENCY_OPS = tuple(f"n_{g}" for g in F.GROUPS)
+# A cost per element written and per element read (memory traffic), the same for every group.
+_LATENCY_TRAFFIC = ("act_elements", "act_in")
 
 PRIORS: dict[str, PriorSpec] = {
-    "latency": PriorSpec("latency", columns=(*_LATENCY_WORK, *_LATENCY_OPS, "act_elements"), anchored=_LATENCY_WORK,
+    "latency": PriorSpec("latency", columns=(*_LATENCY_WORK, *_LATENCY_OPS, *_LATENCY_TRAFFIC), anchored=_LATENCY_WORK,
                          proportional_to="macs", key_columns=_MACHINE_NAMES),
-    "size": PriorSpec("size", columns=("param_bytes", "params", "n_ops"), anchored=("param_bytes",),
-                      proportional_to="param_bytes"),
+    # One set per quantization mode: each adds its own per-tensor and per-channel bookkeeping
+    # (fp16 keeps a dequantize op per weight, full-integer stores a scale and zero point per channel).
+    "size": PriorSpec("size", columns=("param_bytes", "param_sparse", "params", "n_ops", "n_weighted",
+                                                 "channels_weighted"),
+                      anchored=("param_bytes",), proportional_to="param_bytes",
+                      key_columns=("quant_dynamic", "quant_float16", "quant_full_int")),
 }
 
 
@@ -274,6 +290,117 @@ def fit_prior(spec: PriorSpec, X: np.ndarray, y: np.ndarray) -> Prior:
                  tuple(ints), tuple(fallbacks), tuple(counts))
 
 
+#: What selects a kernel implementation once converted: the numeric mode of the pipeline.
+_MODE_NAMES = ("quant_dynamic", "quant_float16", "quant_full_int")
+
+
+def group_times(prior: Prior, X: np.ndarray) -> np.ndarray:
+    """Per row, the latency prior's time per layer group (`features.GROUPS` order) and its fixed cost."""
+    s = prior.set_index(X)
+    contrib = np.nan_to_num(X[:, [F.INDEX[c] for c in prior.columns]] * np.asarray(prior.coef)[s])
+    out = np.zeros((len(X), len(F.GROUPS) + 1))
+    for j, column in enumerate(prior.columns):
+        out[:, F.GROUPS.index(_column_group(column))] += contrib[:, j]
+    out[:, -1] = np.asarray(prior.intercept)[s]
+    return out
+
+
+def _column_group(column: str) -> str:
+    for g in F.GROUPS:
+        if column.endswith(f"_{g}") or column.endswith(f"_{g}_padded"):
+            return g
+    return "other"
+
+
+@dataclass(frozen=True)
+class RatioPrior:
+    """A compressed pipeline's latency over its baseline's, from per-group speed-ups.
+
+    ratio = sum_g s_g T_g / sum_g T_g, where T_g is the baseline latency prior's time in layer
+    group g (plus its fixed cost) and s_g the pipeline's speed-up factor for that group, one set
+    per machine, thread count and numeric mode (int8 convolutions can run several times faster
+    while int8 depthwise, recurrent or attention kernels run slower, so a network's ratio is the
+    time-weighted mix of its groups'). Fitted on compressed rows, kernel probes included; modes
+    no key has use the mode's pooled set, anything else 1.
+    """
+
+    name: str
+    key_columns: tuple[str, ...]
+    keys: tuple[tuple[float, ...], ...]
+    speedups: tuple[tuple[float, ...], ...]
+    rows: tuple[int, ...]
+    kind: str = "ratio"
+
+    def __call__(self, X: np.ndarray, base_prior: Prior) -> np.ndarray:
+        T = group_times(base_prior, F.as_baseline(X))
+        total = np.maximum(T.sum(axis=1), 1e-12)
+        here = np.nan_to_num(X[:, [F.INDEX[c] for c in self.key_columns]], nan=-1.0)
+        mode = here[:, -len(_MODE_NAMES):]
+        s = np.ones((len(X), T.shape[1]))
+        if self.keys:
+            keys = np.asarray(self.keys)
+            full = (here[:, None, :] == keys[None, :, :]).all(axis=2)
+            by_mode = (mode[:, None, :] == keys[None, :, -len(_MODE_NAMES):]).all(axis=2) & (
+                keys[None, :, 0] == -2.0)  # pooled per-mode sets are keyed with -2 in front
+            for match in (by_mode, full):  # the machine's own set wins over the pooled one
+                found = match.any(axis=1)
+                s[found] = np.asarray(self.speedups)[match[found].argmax(axis=1)]
+        ratio = (T * s).sum(axis=1) / total
+        ratio[F.is_baseline(X)] = 1.0
+        return np.maximum(ratio, 1e-6)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RatioPrior:
+        return cls(name=str(d["name"]), key_columns=tuple(d["key_columns"]),
+                   keys=tuple(tuple(float(x) for x in k) for k in d["keys"]),
+                   speedups=tuple(tuple(float(x) for x in v) for v in d["speedups"]),
+                   rows=tuple(int(x) for x in d["rows"]))
+
+
+def _fit_speedups(T: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """Non-negative s minimising sum_i (1 - T_i.s / (ratio_i sum T_i))^2, shrunk slightly toward 1."""
+    from scipy.optimize import nnls  # fit-time only
+
+    total = T.sum(axis=1)
+    A = T / (ratio * total)[:, None]
+    reg = 1e-2 * np.eye(T.shape[1])
+    u, _ = nnls(np.vstack([A, reg]), np.concatenate([np.ones(len(ratio)), np.full(T.shape[1], 1e-2)]),
+                maxiter=50 * T.shape[1])
+    return u
+
+
+def fit_ratio_prior(base_prior: Prior, X: np.ndarray, ratio: np.ndarray, min_rows: int = 8) -> RatioPrior:
+    """Fit per-group speed-ups per (machine, threads, mode) key, and pooled per mode (module docstring)."""
+    key_columns = (*_MACHINE_NAMES, *_MODE_NAMES)
+    ok = np.isfinite(ratio) & (ratio > 0) & ~F.is_baseline(X) if len(X) else np.zeros(0, dtype=bool)
+    X, ratio = X[ok], ratio[ok]
+    keys, speedups, counts = [], [], []
+    if len(X):
+        T = group_times(base_prior, F.as_baseline(X))
+        K = np.nan_to_num(X[:, [F.INDEX[c] for c in key_columns]], nan=-1.0)
+        n_mode = len(_MODE_NAMES)
+        pooled = np.full_like(K, -2.0)
+        pooled[:, -n_mode:] = K[:, -n_mode:]
+        for Kx in (pooled, K):
+            unique, inverse = np.unique(Kx, axis=0, return_inverse=True)
+            for k in range(len(unique)):
+                rows = inverse.ravel() == k
+                if rows.sum() < min_rows:
+                    continue
+                keys.append(tuple(float(v) for v in unique[k]))
+                speedups.append(tuple(float(v) for v in _fit_speedups(T[rows], ratio[rows])))
+                counts.append(int(rows.sum()))
+    return RatioPrior("latency_ratio", key_columns, tuple(keys), tuple(speedups), tuple(counts))
+
+
+def prior_from_dict(d: Mapping[str, Any]) -> Prior | RatioPrior:
+    """A stored prior of either kind."""
+    return RatioPrior.from_dict(d) if d.get("kind") == "ratio" else Prior.from_dict(d)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training data: the rows each component learns from.
 
@@ -319,9 +446,20 @@ def _column(rows: pd.DataFrame, name: str, dtype: Any = float) -> np.ndarray:
     return np.asarray(col.astype(object).where(col.notna(), None).to_numpy(), dtype=object)
 
 
-#: Above this share of all cores' time used by other processes during timing, a row's latency
-#: is not trusted (measured here: a 10x slow-down with three campaigns on two cores).
+#: Above this run-queue wait (share of the timing window the timed threads spent waiting for a
+#: CPU), a row's latency is not trusted. Measured here (bench/results/contention.md): 0.27 left
+#: the median unchanged; three concurrent campaigns made a network 10x slower.
+MAX_CPU_WAIT_SHARE = 0.10
+#: Rows from before `cpu_wait_share` existed: above this share of all cores' time used by other
+#: processes, latency is not trusted (a coarser signal: it reads 0.5 beside one harmless neighbour).
 MAX_OTHER_CPU_SHARE = 0.15
+
+
+def busy_rows(rows: pd.DataFrame) -> np.ndarray:
+    """Per row: was it timed on a machine too busy for its latency to be trusted?"""
+    wait = _column(rows, "cpu_wait_share")
+    other = _column(rows, "cpu_other_share")
+    return np.where(np.isfinite(wait), wait > MAX_CPU_WAIT_SHARE, other > MAX_OTHER_CPU_SHARE)
 
 
 def prepare(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile],
@@ -359,7 +497,7 @@ def prepare(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile],
     ratio = np.where(np.isfinite(ratio), ratio, derived)
     # Latency timed while other processes used a large share of the CPU measures the contention:
     # such rows still teach size and accuracy, but not latency (nor energy, which derives from it).
-    busy = _column(rows, "cpu_other_share") > MAX_OTHER_CPU_SHARE
+    busy = busy_rows(rows)
     if busy.any():
         dropped["latency timed on a busy machine (left out of latency)"] = int(busy.sum())
         latency = np.where(busy, np.nan, latency)
@@ -413,9 +551,10 @@ def _select_latency_base(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[
     return X, np.log(lat) - np.log(priors["latency"](X))
 
 
-def _select_latency_ratio(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
+def _select_latency_ratio(d: TrainingData, priors: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     rows = d.measured & ~d.baseline & _positive(d.ratio)
-    return d.X[rows], np.log(d.ratio[rows])
+    X = d.X[rows]
+    return X, np.log(d.ratio[rows]) - np.log(priors["latency_ratio"](X, priors["latency"]))
 
 
 def _select_latency_direct(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
@@ -443,7 +582,8 @@ def _select_accuracy(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.n
 
 COMPONENTS: dict[str, Component] = {c.name: c for c in (
     Component("latency_base", "log(baseline latency / kernel-sum prior)", _select_latency_base),
-    Component("latency_ratio", "log(latency / baseline latency), same interleaved rounds", _select_latency_ratio),
+    Component("latency_ratio", "log(latency / baseline latency / ratio prior), same interleaved rounds",
+              _select_latency_ratio),
     Component("latency_direct", "log(latency / kernel-sum prior of its baseline), one booster for all rows "
               "(latency_mode='direct')", _select_latency_direct),
     Component("power", "log(energy / latency): average power in W", _select_power),
@@ -628,6 +768,8 @@ class Predictor:
             "size": fit_prior(PRIORS["size"], data.X[measured & _positive(data.size)],
                               data.size[measured & _positive(data.size)]),
         }
+        compressed = measured & ~data.baseline & _positive(data.ratio)
+        priors["latency_ratio"] = fit_ratio_prior(priors["latency"], data.X[compressed], data.ratio[compressed])
         boosters: dict[str, bytes] = {}
         n_rows: dict[str, int] = {}
         energy_machines = np.zeros((0, _MACHINE_COLUMNS.size))
@@ -760,7 +902,7 @@ class Predictor:
         known = set(cls._PARAMS)
         pred = cls(**{k: v for k, v in state["params"].items() if k in known})
         pred.feature_names_ = tuple(state["feature_names"])
-        pred.priors_ = {k: Prior.from_dict(v) for k, v in state["priors"].items()}
+        pred.priors_ = {k: prior_from_dict(v) for k, v in state["priors"].items()}
         pred.calibration_ = {t: {lv: dict(v) for lv, v in levels.items()}
                              for t, levels in state.get("calibration", {}).items()}
         pred.known_profiles_ = frozenset(state.get("known_profiles", ()))
@@ -803,6 +945,7 @@ class _Model:
             q = self._q("latency_direct", X)
             if q is not None:
                 out["latency"] = q + log_prior
+
         else:
             qb = self._q("latency_base", Xb)
             if qb is not None:
@@ -810,6 +953,8 @@ class _Model:
                 if not base.all():
                     qr = self._q("latency_ratio", X)
                     ratio = np.zeros((n, 3)) if qr is None else qr
+                    if "latency_ratio" in self.priors:  # bundles from before the ratio prior lack it
+                        ratio = ratio + np.log(self.priors["latency_ratio"](X, self.priors["latency"]))[:, None]
                     ratio[base] = 0.0
                     if qr is None:
                         ratio[~base] = np.nan

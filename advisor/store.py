@@ -234,6 +234,8 @@ COLUMNS: dict[str, Column] = _columns(
     Column("latency_round_spread_rel", "float", False, "(max - min) / median of round medians.", lo=0),
     Column("cpu_other_share", "float", False, "Share of all cores' time other processes used while this was "
            "timed (0 quiet, 1 saturated): a loaded machine measures contention, not the model.", lo=0, hi=1),
+    Column("cpu_wait_share", "float", False, "Time the timed threads waited for a CPU, as a share of the timing "
+           "window (/proc schedstat; 0: never kept waiting). The contention signal the predictor trusts.", lo=0),
     Column("latency_raw_ms", "list_float", False, "Every timed run (ms).", lo=0),
     Column("latency_ratio_to_baseline", "float", False, "Median / baseline median.", lo=0),
     # Energy

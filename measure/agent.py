@@ -110,6 +110,36 @@ def other_cpu_share(before, after, wall_s):
     return max(0.0, min(1.0, other / hz / (wall_s * cores)))
 
 
+def _runqueue_wait_ns():
+    """Nanoseconds this process's threads have spent runnable but waiting for a CPU, or None.
+
+    From /proc/self/task/*/schedstat ("run time, run-queue wait, timeslices"): unlike a share
+    of the machine's busy time, which cannot tell one other busy core from ten threads fighting
+    for two, the wait is exactly the time the timed code was kept off a CPU."""
+    try:
+        total = 0
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open("/proc/self/task/%s/schedstat" % tid) as f:
+                    total += int(f.read().split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that ended between listdir and open
+        return total
+    except OSError:
+        return None
+
+
+def cpu_wait_share(before, after, wall_s, threads):
+    """Run-queue wait per thread over the window, as a share of wall time (0: never kept waiting).
+
+    Measured on the project's 2-core machine (bench/results/contention.md): one busy process
+    beside a 1-thread timing leaves it near 0 and its latency unchanged; more runnable threads
+    than cores push it up, and the latency with it."""
+    if before is None or after is None or wall_s <= 0:
+        return None
+    return max(0.0, (after - before) / 1e9 / (wall_s * max(int(threads), 1)))
+
+
 class Runner(object):
     """One loaded model: feeds float inputs (quantizing when the model wants integers)."""
 
@@ -200,7 +230,7 @@ def run_job(job):
     inputs = dict((label, _sample_input(r, eval_x)) for label, r in runners)
     calls = [(label, _bind(r, inputs[label])) for label, r in runners]
     policy = timing.TimingPolicy(**job.get("policy", {}))
-    cpu0, wall0 = _cpu_jiffies(), time.monotonic()
+    cpu0, wait0, wall0 = _cpu_jiffies(), _runqueue_wait_ns(), time.monotonic()
     if sensor is not None:
         sampler = energy.PowerSampler(sensor)
         sampler.start()
@@ -211,7 +241,9 @@ def run_job(job):
     else:
         samples = None
         timed = timing.interleaved(calls, policy)
-    result["cpu_other_share"] = other_cpu_share(cpu0, _cpu_jiffies(), time.monotonic() - wall0)
+    wall = time.monotonic() - wall0
+    result["cpu_other_share"] = other_cpu_share(cpu0, _cpu_jiffies(), wall)
+    result["cpu_wait_share"] = cpu_wait_share(wait0, _runqueue_wait_ns(), wall, threads)
 
     for label, runner in runners:
         t = timed[label]

@@ -63,7 +63,7 @@ from advisor.store import Store, config_id
 from advisor.techniques import Pipeline
 from measure import zoo
 from measure.runner import MeasureSettings, _settings_key, failure_row
-from measure.sampling import SAMPLED_BLOCKS, is_sampled_name, parse_sampled_name, sample_arch, sampled_name
+from measure.sampling import BLOCKS, SAMPLED_BLOCKS, is_sampled_name, parse_sampled_name, sample_arch, sampled_name
 
 PLAN_KEYS = ("name", "description", "device", "defaults", "grid")
 MODEL_KEYS = ("models", "sampled")
@@ -220,8 +220,8 @@ def _sampled_models(table: Any, where: str) -> list[str]:
             raise OptionError(f"{where}: sampled needs '{key}'")
     blocks = list(SAMPLED_BLOCKS) if table["blocks"] == "all" else _as_list(table["blocks"])
     for block in blocks:
-        if block not in SAMPLED_BLOCKS:
-            unknown = UnknownNameError("sampled block type", str(block), SAMPLED_BLOCKS)
+        if block not in BLOCKS:
+            unknown = UnknownNameError("sampled block type", str(block), tuple(BLOCKS))
             raise OptionError(f"{where}: sampled.blocks: {unknown} (or \"all\")")
     seeds = _seeds(table["seeds"], where)
     return [sampled_name(block, seed) for block in blocks for seed in seeds]

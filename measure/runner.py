@@ -277,7 +277,7 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
             "latency_ci95_halfwidth_rel": stats["ci95_halfwidth_rel"], "latency_runs": stats["runs"],
             "latency_rule_met": bool(stats["rule_met"]), "latency_rounds_ms": stats["rounds_ms"],
             "latency_round_spread_rel": stats["round_spread_rel"], "latency_raw_ms": r["raw_ms"],
-            "cpu_other_share": result.get("cpu_other_share"),
+            "cpu_other_share": result.get("cpu_other_share"), "cpu_wait_share": result.get("cpu_wait_share"),
             "energy_mj": en.get("energy_mj"), "energy_note": en.get("note"), "energy_sensor": en.get("sensor"),
             "idle_power_w": en.get("idle_power_w"), "active_power_w": en.get("active_power_w"),
             "fingerprint_id": fingerprint.fingerprint_id(fp), "cpu_model": fp.get("cpu_model"),

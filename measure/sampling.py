@@ -221,6 +221,43 @@ def _sample_attention(rng: random.Random, limits: SampleLimits) -> dict[str, Any
     }
 
 
+# Kernel probes: one layer between an input and a small classifier, the way nn-Meter measures
+# kernels. Channels, spatial size, kernel and stride are drawn over the ranges real networks use,
+# so that the per-layer costs a predictor learns from whole networks are pinned down layer by layer.
+_PROBE_SIZES = (4, 7, 8, 14, 16, 28, 32, 56, 64, 112)
+_PROBE_SIZE_WEIGHTS = (2, 3, 2, 3, 2, 3, 2, 2, 1, 1)
+_PROBE_CHANNELS = (3, 8, 12, 16, 20, 24, 32, 40, 48, 64, 72, 96, 128, 160, 192, 256, 384, 512, 768, 1024)
+#: At most this many MACs per probe, so that converting and timing one stays around a second.
+_PROBE_MAC_BUDGET = 150_000_000
+
+
+def _sample_conv_probe(depthwise: bool) -> Callable[[random.Random, SampleLimits], dict[str, Any]]:
+    def sample(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+        size = _pick(rng, _PROBE_SIZES, _PROBE_SIZE_WEIGHTS, limits.max_input_size)
+        kernel = rng.choices((1, 3, 5, 7), (0 if depthwise else 4, 6, 2, 1))[0]
+        stride = rng.choices((1, 2), (3, 1))[0] if size >= 8 else 1
+        cin = rng.choice([c for c in _PROBE_CHANNELS if c <= limits.max_width * 4] or [8])
+        cout = cin if depthwise else rng.choice([c for c in _PROBE_CHANNELS if c <= limits.max_width * 4] or [8])
+        out_side = -(-size // stride)
+        per_channel = out_side * out_side * kernel * kernel * (1 if depthwise else cin)
+        while cout > 8 and per_channel * cout > _PROBE_MAC_BUDGET:  # shrink the widest choice
+            cout //= 2
+            cin = cout if depthwise else cin
+            per_channel = out_side * out_side * kernel * kernel * (1 if depthwise else cin)
+        return {"input_size": size, "input_channels": cin, "depth": 1, "base_width": cout, "width_growth": 1.0,
+                "stem_stride": 1, "strides": (stride,), "kernel_sizes": (kernel,), "num_classes": 10,
+                "width_cap": max(cout, MIN_WIDTH)}
+
+    return sample
+
+
+def _sample_dense_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    inputs = [c for c in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if c <= limits.max_width * 16] or [16]
+    units = [c for c in (8, 16, 32, 64, 100, 128, 256, 512, 1000, 1024, 2048) if c <= limits.max_width * 8] or [8]
+    return {"input_size": 1, "input_channels": rng.choice(inputs), "depth": 1, "base_width": rng.choice(units),
+            "width_growth": 1.0, "num_classes": 10, "width_cap": 4096}
+
+
 # ---------------------------------------------------------------------------------------------
 # Building
 
@@ -298,6 +335,31 @@ def _depthwise_separable_block(keras: Any, x: Any, width: int, kernel: int, stri
     return _conv_bn_relu(keras, y, width, 1, 1, f"{name}_pw")
 
 
+def _build_conv_probe(keras: Any, spec: ArchSpec) -> Any:
+    inputs = _image_input(keras, spec)
+    x = _conv_bn_relu(keras, inputs, spec.base_width, spec.kernel_sizes[0], spec.strides[0], "probe")
+    return _classifier_2d(keras, x, spec, inputs)
+
+
+def _build_depthwise_probe(keras: Any, spec: ArchSpec) -> Any:
+    layers = keras.layers
+    inputs = _image_input(keras, spec)
+    x = layers.DepthwiseConv2D(spec.kernel_sizes[0], strides=spec.strides[0], padding="same", use_bias=False,
+                               name="probe_dw")(inputs)
+    x = layers.BatchNormalization(name="probe_bn")(x)
+    x = layers.ReLU(6.0, name="probe_relu")(x)
+    return _classifier_2d(keras, x, spec, inputs)
+
+
+def _build_dense_probe(keras: Any, spec: ArchSpec) -> Any:
+    layers = keras.layers
+    inputs = _image_input(keras, spec)
+    x = layers.Flatten(name="flatten")(inputs)
+    x = layers.Dense(spec.base_width, activation="relu", name="probe")(x)
+    out = layers.Dense(spec.num_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, out, name=f"sampled_{spec.block}_{spec.seed}")
+
+
 def _build_dense(keras: Any, spec: ArchSpec) -> Any:
     layers = keras.layers
     inputs = _image_input(keras, spec)
@@ -372,17 +434,24 @@ BLOCKS: dict[str, BlockKind] = {
         BlockKind("lstm", "text", _sample_recurrent, _build_recurrent("LSTM")),
         BlockKind("gru", "text", _sample_recurrent, _build_recurrent("GRU")),
         BlockKind("attention", "text", _sample_attention, _build_attention),
+        BlockKind("conv_kernel", "image", _sample_conv_probe(False), _build_conv_probe, True),
+        BlockKind("depthwise_kernel", "image", _sample_conv_probe(True), _build_depthwise_probe, True),
+        BlockKind("dense_kernel", "image", _sample_dense_probe, _build_dense_probe),
     )
 }
 
-SAMPLED_BLOCKS: tuple[str, ...] = tuple(BLOCKS)
+#: Kernel probes (one layer each): named like sampled networks, family `sampled-<block>`, which
+#: ends in "_kernel" so that `advisor evaluate` can score networks only.
+KERNEL_BLOCKS: tuple[str, ...] = tuple(b for b in BLOCKS if b.endswith("_kernel"))
+#: The sampled network types ("all" in a plan).
+SAMPLED_BLOCKS: tuple[str, ...] = tuple(b for b in BLOCKS if b not in KERNEL_BLOCKS)
 
 
 def _kind(block: str) -> BlockKind:
     try:
         return BLOCKS[block]
     except KeyError:
-        raise UnknownNameError("sampled block type", block, SAMPLED_BLOCKS) from None
+        raise UnknownNameError("sampled block type", block, tuple(BLOCKS)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,7 +506,8 @@ def sample_arch(block: str, seed: int, limits: SampleLimits = DEFAULT_LIMITS) ->
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise OptionError(f"a sampled architecture's seed must be a non-negative integer, got {seed!r}")
     rng = random.Random(f"{block}:{seed}")
-    return ArchSpec(block=block, seed=seed, width_cap=limits.max_width, **kind.sample(rng, limits))
+    fields = {"width_cap": limits.max_width, **kind.sample(rng, limits)}  # a probe may set its own cap
+    return ArchSpec(block=block, seed=seed, **fields)
 
 
 def build_arch(spec: ArchSpec, seed: int = 0) -> Any:

@@ -90,3 +90,37 @@ def test_predictor_leaves_out_latency_timed_on_a_busy_machine():
     data = prepare(rows, {})
     assert data.latency[0] == 2.0 and np.isnan(data.latency[1])
     assert sum(v for k, v in data.dropped.items() if "busy" in k) == 1
+
+
+def test_run_queue_wait_is_the_signal_when_recorded():
+    import pandas as pd
+
+    from advisor.predictor import MAX_CPU_WAIT_SHARE, prepare
+
+    # A neighbour on the other core: other share 0.5, no wait, latency trusted. A row kept waiting: left out.
+    rows = pd.DataFrame([
+        {"status": "ok", "technique": "none", "latency_ms_median": 2.0, "cpu_other_share": 0.5,
+         "cpu_wait_share": 0.01, "config_id": "a"},
+        {"status": "ok", "technique": "none", "latency_ms_median": 9.0, "cpu_other_share": 0.5,
+         "cpu_wait_share": MAX_CPU_WAIT_SHARE + 0.2, "config_id": "b"},
+    ])
+    data = prepare(rows, {})
+    assert data.latency[0] == 2.0 and np.isnan(data.latency[1])
+
+
+def test_cpu_wait_share_reads_this_process_schedstat():
+    import time
+
+    from measure.agent import _runqueue_wait_ns, cpu_wait_share
+
+    before = _runqueue_wait_ns()
+    if before is None:
+        pytest.skip("no /proc/self/task/*/schedstat on this system")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.05:
+        pass
+    after = _runqueue_wait_ns()
+    share = cpu_wait_share(before, after, time.monotonic() - t0, 1)
+    assert after >= before and 0.0 <= share
+    assert cpu_wait_share(0, 2_000_000_000, 1.0, 2) == pytest.approx(1.0)
+    assert cpu_wait_share(None, 5, 1.0, 1) is None

@@ -111,6 +111,14 @@ def test_feature_matrix_broadcasts_and_matches_the_dicts():
     np.testing.assert_array_equal(X[1], X[3])
     np.testing.assert_array_equal(F.is_baseline(X), [True, False, False, False])
     np.testing.assert_array_equal(F.as_baseline(X)[2], X[0])
+    # A pruned float pipeline is stored sparsely: its non-zero values, and their count for the index bytes;
+    # a quantized one keeps dense encoding.
+    Xp = F.feature_matrix(p, ["prune:0.8", "prune:0.8+ptq-int8", "qat-int8"], dev)
+    weights = p.params - folded
+    assert Xp[0, F.INDEX["param_bytes"]] == pytest.approx(4 * weights * 0.2)
+    assert Xp[0, F.INDEX["param_sparse"]] == pytest.approx(weights * 0.2)
+    assert Xp[1, F.INDEX["param_bytes"]] == weights and Xp[1, F.INDEX["param_sparse"]] == 0
+    assert Xp[2, F.INDEX["param_sparse"]] == 0 and X[0, F.INDEX["param_sparse"]] == 0
     many = F.feature_matrix(F.profile_vector(p), [f"prune:{s / 1000:g}" for s in range(1, 1000)] * 10,
                             F.device_vector({"logical_cpus": 2}, 1))
     assert many.shape == (9990, len(F.FEATURE_NAMES))
@@ -136,3 +144,19 @@ def test_featurising_imports_neither_pandas_nor_xgboost(tmp_path):
             "print(sorted(m for m in ('pandas', 'xgboost', 'tensorflow', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_padded_macs_round_output_channels_up_to_whole_simd_tiles():
+    p = tiny()
+    feats = F.profile_features(p)
+    t = F.CHANNEL_TILE
+    pad = lambda c: -(-c // t) * t / c  # noqa: E731
+    sep_dw = 16 * 16 * 16 * 9
+    conv = 16 * 16 * 8 * 3 * 9 * pad(8) + 16 * 16 * 16 * 8 * pad(16) + 16 * 16 * 16 * 16 * pad(16)
+    assert feats["macs_conv_padded"] == pytest.approx(conv)
+    assert feats["macs_depthwise_padded"] == pytest.approx(16 * 16 * 8 * 9 * pad(8) + sep_dw * pad(16))
+    assert feats["macs_dense_padded"] == pytest.approx(160 * pad(10))
+    for g in F.PADDED_GROUPS:  # never fewer than the real MACs
+        assert feats[f"macs_{g}_padded"] >= feats[f"macs_{g}"]
+    # n_weighted: c1, dw, pw, fc, and the separable layer's two kernels (BatchNorm is folded away)
+    assert feats["n_weighted"] == 6

@@ -147,7 +147,10 @@ def true_latency(profile: ModelProfile, device: str, technique: str, threads: in
         g = ("conv1" if ly.kernel == 1 else "conv") if ly.type == "Conv2D" else groups.get(ly.type)
         if g:
             efficiency = 1.0 + 2e4 / (ly.macs + 1e3)  # small layers run below peak
-            total += ly.macs * d[g] * speed.get(g, 1.0) * efficiency / threads ** 0.85
+            # SIMD kernels round output channels up to whole tiles (as measured on real x86 rows)
+            channels = ly.output_shape[-1] if ly.output_shape else 1
+            tiles = -(-channels // 32) * 32 / channels
+            total += ly.macs * tiles * d[g] * speed.get(g, 1.0) * efficiency / threads ** 0.85
     return total
 
 
@@ -428,3 +431,29 @@ def test_bands_are_wider_for_networks_the_predictor_never_saw():
     assert np.log(unseen[:, 2] / unseen[:, 0]).mean() > width
     lat = p.calibration_["latency"]
     assert lat["novel"]["hi"] - lat["novel"]["lo"] > lat["familiar"]["hi"] - lat["familiar"]["lo"]
+
+
+def test_ratio_prior_recovers_per_group_speedups_and_round_trips():
+    from advisor.predictor import PRIORS, RatioPrior, fit_prior, fit_ratio_prior, group_times, prior_from_dict
+
+    rows, profiles = synthetic_rows(per_family=3, techniques=("ptq-int8",))
+    data = prepare(rows, profiles)
+    base = data.baseline
+    prior = fit_prior(PRIORS["latency"], data.X[base], data.latency[base])
+    # Ratios made from known speed-ups per group: int8 conv 3x faster, recurrent 4x slower.
+    truth = np.ones(len(F.GROUPS) + 1)
+    truth[F.GROUPS.index("conv")], truth[F.GROUPS.index("recurrent")] = 1 / 3, 4.0
+    Xc = data.X[~base]
+    T = group_times(prior, F.as_baseline(Xc))
+    assert np.allclose(T.sum(axis=1), prior(F.as_baseline(Xc)))  # the groups add up to the prior
+    ratio = (T @ truth) / T.sum(axis=1)
+    fitted = fit_ratio_prior(prior, Xc, ratio)
+    assert isinstance(fitted, RatioPrior) and fitted.rows
+    np.testing.assert_allclose(fitted(Xc, prior), ratio, rtol=0.05)
+    assert np.all(fitted(data.X[base], prior) == 1.0)  # a baseline is its own baseline
+    again = prior_from_dict(fitted.to_dict())
+    assert again == fitted and isinstance(prior_from_dict(prior.to_dict()), type(prior))
+    # A mode no row had (fp16 here) is left at ratio 1 rather than guessed.
+    fp16 = F.feature_matrix(profiles[rows["profile_digest"].iloc[0]], ["ptq-float16"],
+                            F.device_features({"logical_cpus": 2}, 1))
+    assert fitted(fp16, prior)[0] == pytest.approx(1.0)

@@ -12,7 +12,7 @@ import pytest
 
 from advisor.errors import OptionError, UnknownNameError
 from measure import sampling
-from measure.sampling import SAMPLED_BLOCKS, SampleLimits, parse_sampled_name, sample_arch
+from measure.sampling import KERNEL_BLOCKS, SAMPLED_BLOCKS, SampleLimits, parse_sampled_name, sample_arch
 
 TINY = SampleLimits(max_input_size=32, max_seq_len=16, max_width=16, max_depth=3)
 
@@ -176,3 +176,31 @@ def test_resolve_sampled_gives_a_resolved_model(keras):
     recurrent = next(f"sampled:gru:{s}" for s in range(100) if sample_arch("gru", s).input_size <= 16
                      and sample_arch("gru", s).base_width <= 32 and sample_arch("gru", s).embed_dim <= 32)
     assert sampling.resolve_sampled(recurrent).has_recurrent
+
+
+def test_kernel_probes_are_one_layer_and_not_part_of_all():
+    assert set(KERNEL_BLOCKS) == {"conv_kernel", "depthwise_kernel", "dense_kernel"}
+    assert not set(KERNEL_BLOCKS) & set(SAMPLED_BLOCKS)
+    for block in KERNEL_BLOCKS:
+        specs = [sample_arch(block, seed) for seed in range(200)]
+        assert len(set(specs)) > 100 and all(s.depth == 1 and s.family.endswith("_kernel") for s in specs)
+        for s in specs:
+            if s.kernel_sizes:  # convolutional probes stay within the MAC budget that keeps them quick
+                side = -(-s.input_size // s.strides[0])
+                macs = side * side * s.kernel_sizes[0] ** 2 * s.widths[0] * (
+                    1 if block == "depthwise_kernel" else s.input_channels)
+                assert macs <= 150_000_000 or s.widths[0] <= 8, s
+            if block == "depthwise_kernel":
+                assert s.base_width == s.input_channels  # (widths floor at 8; the layer keeps its input channels)
+    assert {parse_sampled_name(f"sampled:{b}:3")[0] for b in KERNEL_BLOCKS} == set(KERNEL_BLOCKS)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("block", KERNEL_BLOCKS)
+def test_kernel_probes_build_convert_and_run(keras, block):
+    spec = sample_arch(block, 2, TINY)
+    model = sampling.build_arch(spec)
+    weighted = [ly for ly in model.layers if ly.count_params() and type(ly).__name__ != "BatchNormalization"]
+    assert len(weighted) == 2  # the probed layer and the classifier
+    out = _convert_and_run(model, spec)
+    assert out.shape[-1] == spec.num_classes
