@@ -32,19 +32,13 @@ import numpy as np
 
 from advisor import features as F
 from advisor.errors import OptionError
-from advisor.predictor import Predictor, TrainingData, prepare
+from advisor.predictor import Predictor, TrainingData, is_probe, prepare
 from advisor.profile import ModelProfile
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SPLITS = ("family", "random", "device")
-PROBE_FAMILY_SUFFIX = "_kernel"
-
-
-def is_probe(families: np.ndarray) -> np.ndarray:
-    """Per row: is it a kernel probe (trained on, never scored)?"""
-    return np.array([str(f).endswith(PROBE_FAMILY_SUFFIX) for f in families], dtype=bool)
 RATIO_TARGETS = ("latency", "size", "energy")
 
 

@@ -290,6 +290,16 @@ def fit_prior(spec: PriorSpec, X: np.ndarray, y: np.ndarray) -> Prior:
                  tuple(ints), tuple(fallbacks), tuple(counts))
 
 
+#: Families of kernel probes (`plans/kernels.toml`) end with this: one layer between an input and a
+#: classifier, training material for the per-group costs, not networks anyone deploys.
+PROBE_FAMILY_SUFFIX = "_kernel"
+
+
+def is_probe(families: np.ndarray) -> np.ndarray:
+    """Per row: is its family a kernel probe's (trained on, never held out or scored)?"""
+    return np.array([str(f).endswith(PROBE_FAMILY_SUFFIX) for f in families], dtype=bool)
+
+
 #: What selects a kernel implementation once converted: the numeric mode of the pipeline.
 _MODE_NAMES = ("quant_dynamic", "quant_float16", "quant_full_int")
 
@@ -810,15 +820,18 @@ class Predictor:
         return out
 
     def _calibrate(self, data: TrainingData) -> dict[str, dict[str, dict[str, float]]]:
-        """p10/p90 shifts per target and familiarity, from held-out predictions (module docstring)."""
-        families = np.unique(data.family)
+        """p10/p90 shifts per target and familiarity, from held-out predictions (module docstring).
+
+        Kernel probes are in every fold's training rows and never held out: the bands are for networks."""
+        probe = is_probe(data.family)
+        families = np.unique(data.family[~probe])
         folds = min(self.calibration_folds, len(families))
         if folds < 2 or len(families) < 3:
             return {}
         rng = np.random.default_rng(self.random_state)
         fold_of = dict(zip(rng.permutation(families), np.arange(len(families)) % folds))
-        by_family = np.array([fold_of[f] for f in data.family])
-        by_row = rng.permutation(len(data)) % folds
+        by_family = np.array([fold_of.get(f, -1) for f in data.family])
+        by_row = np.where(probe, -1, rng.permutation(len(data)) % folds)
         out: dict[str, dict[str, dict[str, float]]] = {}
         for level, fold in (("novel", by_family), ("familiar", by_row)):
             for target, shift in self._held_out_shifts(data, fold, folds).items():

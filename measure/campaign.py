@@ -59,7 +59,7 @@ from typing import Any, TextIO
 import tomllib
 
 from advisor.errors import AdvisorError, OptionError, SpecError, UnknownNameError
-from advisor.store import Store, config_id
+from advisor.store import Store, config_id, write_bytes_atomic
 from advisor.techniques import Pipeline
 from measure import zoo
 from measure.runner import MeasureSettings, _settings_key, failure_row
@@ -596,6 +596,20 @@ def _measure_isolated(model: str, techniques: list[str], device_name: str, setti
     return out
 
 
+def _inflight_path(store: Store, plan: Plan) -> Path:
+    """Where an in-process campaign notes the model it is measuring (see `run_campaign`)."""
+    return store.root / f".inflight-{config_id(plan.name, 'plan', 'local', {})[:12]}.json"
+
+
+def _crashed_keys(store: Store, plan: Plan) -> set[str]:
+    """The config ids an in-process run was measuring when its process died, if it did."""
+    path = _inflight_path(store, plan)
+    try:
+        return set(json.loads(path.read_text())["config_ids"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
 def _release_models() -> None:
     """Free the Keras graphs of the model just measured: without it a long campaign's memory
     grows by every network it has built (gigabytes after a hundred)."""
@@ -653,6 +667,9 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
     device_id = getattr(device, "device_id", device.name)
     ok_ids = store.ids("ok")
     failed_ids = set() if retry_failed else store.ids("failed")
+    # An in-process campaign whose process died (a native crash in the converter) left a note of
+    # the model it was measuring: those configurations are stored as failed, and the rest goes on.
+    crashed = _crashed_keys(store, plan) - ok_ids
 
     todo: list[tuple[Config, str | None, Exception | None]] = []
     skipped = 0
@@ -677,6 +694,14 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
         failures.append((config.model, config.technique, error))
         bar.finish(False, error)
 
+    inflight = _inflight_path(store, plan)
+    if crashed:
+        for config, key, _ in [t for t in todo if t[1] in crashed]:
+            fail(config, key, "the campaign process died measuring this model in-process (a native crash); "
+                              "rerun without --in-process and with --retry-failed to find which technique")
+        todo = [t for t in todo if t[1] not in crashed]
+    inflight.unlink(missing_ok=True)
+
     try:
         for group in _groups(todo):
             if limit is not None:
@@ -697,9 +722,14 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
                     outcomes = _measure_isolated(config0.model, techniques, device.name, config0.settings,
                                                  bar.stage)
                 else:
-                    with _scratch():
-                        outcomes = measure_many(config0.model, techniques, device, config0.settings,
-                                                progress=bar.stage)
+                    write_bytes_atomic(inflight, json.dumps(
+                        {"model": config0.model, "config_ids": [k for _, k, _ in group if k]}).encode())
+                    try:
+                        with _scratch():
+                            outcomes = measure_many(config0.model, techniques, device, config0.settings,
+                                                    progress=bar.stage)
+                    finally:  # runs on any Python exit (Ctrl-C included); a native crash skips it
+                        inflight.unlink(missing_ok=True)
             except KeyboardInterrupt:
                 interrupted = True
                 break

@@ -413,3 +413,28 @@ def test_isolated_campaign_survives_a_native_crash(tmp_path, monkeypatch):
     assert store.get_profile(ok.profile_digest.iloc[0]) is not None
     again = run_campaign(plan, store=store, progress=False)
     assert (again.measured, again.skipped) == (0, 2)  # resumable: both are stored (one as failed)
+
+
+def test_in_process_campaign_records_the_model_its_crashed_process_was_measuring(tmp_path):
+    """`--in-process` saves a TensorFlow import per model but a native crash ends the process: the
+    note it leaves of the model in flight makes the next run store those as failed and go on."""
+    import json
+
+    from measure.campaign import _inflight_path
+
+    plan = load_plan(write(tmp_path, FAST + """
+        [[grid]]
+        models = ["sampled:dense:7"]
+        techniques = ["ptq-dynamic", "ptq-float16"]
+        """))
+    store = Store(tmp_path / "store")
+    keys = [config_key(c, LocalDevice().device_id) for c in plan.configs]
+    note = _inflight_path(store, plan)
+    note.parent.mkdir(parents=True)
+    note.write_text(json.dumps({"model": "sampled:dense:7", "config_ids": keys}))  # as a crashed run leaves it
+    report = run_campaign(plan, store=store, progress=False, isolate=False)
+    assert (report.measured, report.failed) == (0, 2) and all("died" in f[2] for f in report.failures)
+    assert not note.exists()
+    assert set(store.read(status="failed").config_id) == set(keys)
+    again = run_campaign(plan, store=store, progress=False, isolate=False)
+    assert (again.measured, again.failed, again.skipped) == (0, 0, 2)

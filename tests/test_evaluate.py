@@ -86,3 +86,14 @@ def test_unknown_split_is_an_option_error():
     rows, profiles = synthetic_rows()
     with pytest.raises(OptionError, match="unknown split 'model'.*family, random, device"):
         evaluate(rows, profiles, split="model")
+
+
+def test_kernel_probes_train_every_fold_and_are_never_scored():
+    rows, profiles = synthetic_rows(per_family=3, techniques=("ptq-int8",))
+    probe_family = rows["family"].iloc[0]
+    rows.loc[rows["family"] == probe_family, "family"] = "sampled-conv_kernel"
+    probes = int((rows["family"] == "sampled-conv_kernel").sum())
+    assert probes > 0
+    for split in ("family", "random"):
+        result = evaluate(rows, profiles, split=split, params=FAST, folds=3)
+        assert result["targets"]["latency"]["n"] == len(rows) - probes
