@@ -42,28 +42,21 @@ SPLITS = ("family", "random", "device")
 RATIO_TARGETS = ("latency", "size", "energy")
 
 
+def _probes(rows: pd.DataFrame) -> np.ndarray:
+    return is_probe(rows["family"].astype(str).to_numpy()) if "family" in rows.columns else np.zeros(len(rows), bool)
+
+
 def _folds(rows: pd.DataFrame, split: str, k: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """A fold number per row (-1: in every fold's training rows, never held out), and notes."""
-    fold, notes = _held_out_folds(rows, split, k, seed)
-    if split != "device" and "family" in rows.columns:
-        fold = np.where(is_probe(rows["family"].astype(str).to_numpy()), -1, fold)
-    return fold, notes
-
-
-def _held_out_folds(rows: pd.DataFrame, split: str, k: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """A fold number per row, and notes. Kernel probes get -1 (in every fold's training rows) in
+    the family and random splits; in the device split they go with their device."""
     rng = np.random.default_rng(seed)
+    keep_in = _probes(rows) if split != "device" else np.zeros(len(rows), bool)
     if split == "random":
         fold = rng.permutation(len(rows)) % max(min(k, len(rows)), 1)
-        return fold, []
+        return np.where(keep_in, -1, fold), []
     column = "family" if split == "family" else "device"
     groups = rows[column].astype(str).to_numpy()
-    if split == "family":
-        unique = np.unique(groups[~is_probe(groups)])
-        if len(unique) >= 2:
-            n_folds = min(k, len(unique))
-            fold_of = dict(zip(rng.permutation(unique), np.arange(len(unique)) % n_folds))
-            return np.array([fold_of.get(g, -1) for g in groups]), []
-    unique = np.unique(groups)
+    unique = np.unique(groups[~keep_in])
     if len(unique) < 2:
         what = "families" if split == "family" else "devices"
         only = ", ".join(unique) or "none"
@@ -71,7 +64,7 @@ def _held_out_folds(rows: pd.DataFrame, split: str, k: int, seed: int) -> tuple[
             f"a {split} split needs at least two {what}; the data has one ({only}), so nothing was held out"]
     n_folds = len(unique) if split == "device" else min(k, len(unique))
     fold_of = dict(zip(rng.permutation(unique), np.arange(len(unique)) % n_folds))
-    return np.array([fold_of[g] for g in groups]), []
+    return np.array([fold_of.get(g, -1) for g in groups]), []
 
 
 def _ratio_metrics(y: np.ndarray, q: np.ndarray) -> dict[str, Any]:
@@ -163,7 +156,7 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {t: [] for t in (*RATIO_TARGETS, "accuracy_delta")}
     proxy: list[tuple[np.ndarray, np.ndarray]] = []
     n_folds = int(fold.max()) + 1 if len(fold) and not notes else 0
-    probe = is_probe(rows["family"].astype(str).to_numpy()) if "family" in rows.columns else np.zeros(len(rows), bool)
+    probe = _probes(rows)  # never scored, whatever the split
     for k in range(n_folds):
         train_rows, test_rows = rows[fold != k], rows[(fold == k) & ~probe]
         if len(test_rows) == 0:

@@ -958,7 +958,6 @@ class _Model:
             q = self._q("latency_direct", X)
             if q is not None:
                 out["latency"] = q + log_prior
-
         else:
             qb = self._q("latency_base", Xb)
             if qb is not None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import itertools
 import json
 import os
@@ -598,7 +599,7 @@ def _measure_isolated(model: str, techniques: list[str], device_name: str, setti
 
 def _inflight_path(store: Store, plan: Plan) -> Path:
     """Where an in-process campaign notes the model it is measuring (see `run_campaign`)."""
-    return store.root / f".inflight-{config_id(plan.name, 'plan', 'local', {})[:12]}.json"
+    return store.root / f".inflight-{hashlib.sha256(plan.name.encode()).hexdigest()[:12]}.json"
 
 
 def _crashed_keys(store: Store, plan: Plan) -> set[str]:
