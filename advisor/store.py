@@ -4,7 +4,9 @@ An append-only directory of Parquet shards under `<root>/measurements/`. Each `a
 one new shard atomically (temp file in the same directory, fsync, `os.replace`), so a crash
 loses at most the shard in flight. Rows are keyed by `config_id`, a stable hash of the
 configuration, so a campaign can resume and `read()` never returns a configuration twice.
-A failed measurement is a row too (status "failed", with its error).
+A failed measurement is a row too (status "failed", with its error). Beside the shards,
+`profiles/<digest>.json` holds each row's layer profile and `devices/<fingerprint id>.json` each
+measuring device's full fingerprint (a row's `device_fingerprint` key, taken out on append).
 
 Readers ignore leftover `*.tmp` files, and skip (with a `StoreWarning`, never deleting) a
 shard that cannot be read. Nothing here imports TensorFlow.
@@ -514,6 +516,11 @@ def _choice(name: str, value: str | None, valid: tuple[str, ...]) -> None:
         raise StoreError(f"unknown {name} {value!r} (valid: {', '.join(valid)})")
 
 
+#: A row key that is not a column: the measuring device's full fingerprint (see `Store.append`).
+DEVICE_FINGERPRINT_KEY = "device_fingerprint"
+_HEX12 = re.compile(r"[0-9a-f]{12}")
+
+
 class Store:
     """An append-only, schema-versioned store of measurement rows under `root/measurements/`."""
 
@@ -541,7 +548,13 @@ class Store:
             raise StoreError("append takes a sequence of rows, not a single row")
         normalised: list[dict[str, object]] = []
         problems: list[str] = []
+        fingerprints: dict[str, Mapping[str, object]] = {}
         for index, row in enumerate(rows):
+            if isinstance(row, Mapping) and DEVICE_FINGERPRINT_KEY in row:
+                row = dict(row)
+                fp = row.pop(DEVICE_FINGERPRINT_KEY)
+                if isinstance(fp, Mapping) and row.get("fingerprint_id"):
+                    fingerprints[str(row["fingerprint_id"])] = fp
             stored, row_problems = _normalise(row)
             problems.extend(f"row {index}: {p}" for p in row_problems)
             normalised.append(stored)
@@ -554,7 +567,33 @@ class Store:
                 f"{len(problems)} problem(s) in rows to append; nothing was written:\n  "
                 + "\n  ".join(shown) + more
             )
+        for fid, fp in fingerprints.items():
+            self.put_fingerprint(fid, fp)
         return _write_atomic(self.directory, pa.Table.from_pylist(normalised, schema=ARROW_SCHEMA))
+
+    # Devices: each measuring device's full fingerprint (ISA flags, cores, memory), once per
+    # fingerprint id; rows keep only the id and a few fields.
+    def put_fingerprint(self, fingerprint_id: str, fp: Mapping[str, object]) -> Path:
+        """Store a device fingerprint under its id (idempotent; the first one stays)."""
+        if not _HEX12.fullmatch(str(fingerprint_id)):
+            raise StoreError(f"fingerprint id must be 12 hex digits, got {fingerprint_id!r}")
+        path = self.root / "devices" / f"{fingerprint_id}.json"
+        if not path.exists():
+            write_bytes_atomic(path, (json.dumps(dict(fp), sort_keys=True, default=str, indent=1) + "\n").encode())
+        return path
+
+    def fingerprints(self) -> dict[str, dict]:
+        """Every stored device fingerprint, by fingerprint id (unreadable files are skipped)."""
+        out: dict[str, dict] = {}
+        folder = self.root / "devices"
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                out[path.stem] = data
+        return out
 
     def _load(self) -> tuple[pa.Table, list[Path]]:
         """All readable shards, conformed and concatenated, and the paths that were read."""

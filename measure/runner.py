@@ -285,6 +285,9 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
             "accelerator": fp.get("accelerator"), "versions_json": json.dumps(versions, sort_keys=True),
             "tool_version": advisor.__version__, "measured_at": utc_now_iso(),
             "notes": "; ".join(row_notes) or None,
+            # Not a column: `Store.append` keeps it once per device (store/devices/), so the
+            # predictor can featurise the device with its ISA flags and core counts.
+            "device_fingerprint": fp,
         }
         if "topk" in r and eval_y is not None:
             topk = np.asarray(r["topk"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The repository's models/calibrations may hold this machine's calibration: no test may pick it up.
+os.environ["ADVISOR_CALIBRATIONS"] = tempfile.mkdtemp(prefix="advisor-test-calibrations-")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = Path(os.environ.get("ADVISOR_DATA_ROOT", REPO.parent / "shared" / "datasets"))

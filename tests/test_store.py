@@ -403,3 +403,24 @@ def test_latency_lists_survive_as_floats(tmp_path):
     assert [float(x) for x in row["latency_raw_ms"]] == [1.0, 2.5, 3.0]
     assert len(row["latency_rounds_ms"]) == 0
     assert not any(math.isnan(x) for x in row["latency_raw_ms"])
+
+
+def test_device_fingerprint_is_kept_once_per_device_not_in_the_rows(tmp_path):
+    from advisor.fingerprint import collect_fingerprint, fingerprint_id
+
+    store = Store(tmp_path)
+    fp = collect_fingerprint()
+    fid = fingerprint_id(fp)
+    rows = [dict(ok_row(technique=t), fingerprint_id=fid, device_fingerprint=fp) for t in ("ptq-int8", "none")]
+    store.append(rows)
+    assert store.fingerprints() == {fid: json.loads(json.dumps(fp, default=str))}
+    back = store.read()
+    assert "device_fingerprint" not in back.columns
+    assert back["extra_json"].isna().all()  # not folded into every row
+    # The first one stays; a bad id writes nothing and stores no rows.
+    store.append([dict(ok_row(model="resnet50"), fingerprint_id=fid, device_fingerprint={"cpu_model": "other"})])
+    assert store.fingerprints()[fid]["cpu_model"] == fp["cpu_model"]
+    with pytest.raises(StoreError, match="12 hex"):
+        store.put_fingerprint("../../etc", fp)
+    (tmp_path / "devices" / "0123456789ab.json").write_text("{broken")
+    assert set(store.fingerprints()) == {fid}

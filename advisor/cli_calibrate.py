@@ -1,0 +1,55 @@
+"""`advisor calibrate`: adapt the predictor to a new device from a few reference measurements.
+
+`register(app)` adds the command. It measures (TensorFlow, on the measuring side) unless
+`--refit`; what it saves is read on the answer path by `advisor.calibration` (numpy only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from advisor.lookup import DEFAULT_STORE
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
+
+
+def calibrate(
+    device: Annotated[str, typer.Option("--device", "-d", help="The device to calibrate: 'local' or a "
+                                        "device `advisor devices` lists.")] = "local",
+    threads: Annotated[int, typer.Option(help="Interpreter threads to calibrate for.")] = 1,
+    store: Annotated[Path, typer.Option(help="Dataset store: the reference rows go here.")] = DEFAULT_STORE,
+    bundle: Annotated[Optional[Path], typer.Option("--bundle", help="Bundle to calibrate (default the "
+                                                   "current one).")] = None,
+    refit: Annotated[bool, typer.Option("--refit", help="Measure nothing: refit from the stored reference "
+                                        "rows (after a retraining).")] = False,
+    plan: Annotated[Optional[Path], typer.Option("--plan", help="Another reference plan (default: the "
+                                                 "shipped 20-configuration set).")] = None,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Measure all reference models in this "
+                                             "process (faster; see `advisor campaign --in-process`).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure the reference set on a device and fit the correction that adapts the predictor to it."""
+    from advisor.calibration import REFERENCE_PLAN, summary_lines
+    from advisor.store import Store
+    from measure.calibrate import calibrate as run
+
+    result = run(device, store=Store(store), bundle_dir=bundle, threads=threads, plan_path=plan or REFERENCE_PLAN,
+                 refit=refit, progress=not quiet and not as_json, in_process=in_process)
+    if as_json:
+        from advisor.cli import _emit
+
+        _emit(result.to_dict())
+        return
+    for line in summary_lines(result.calibration):
+        typer.echo(line)
+    typer.echo(f"  saved               {result.path}")
+    typer.echo("  `advisor recommend` and `advisor predict` on this device now apply it")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `calibrate` to the app."""
+    app.command("calibrate")(calibrate)
