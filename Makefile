@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[measure,plot,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[measure,plot,dev,cluster]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -102,6 +102,17 @@ class Advisor:
 
     def __init__(self, bundle) -> None:
         self.bundle = bundle
+        self._calibrations: dict[tuple[str, int], tuple[Any, str | None]] = {}
+
+    def calibration(self, fp: dict, threads: int = 1) -> tuple[Any, str | None]:
+        """(the device's calibration for this bundle or None, a note), looked up once per device."""
+        from advisor.calibration import find_calibration
+        from advisor.fingerprint import fingerprint_id
+
+        key = (fingerprint_id(fp), int(threads))
+        if key not in self._calibrations:
+            self._calibrations[key] = find_calibration(fp, threads, self.bundle.version)
+        return self._calibrations[key]
 
     @classmethod
     def load(cls, bundle: str | Path | None = None) -> Advisor:
@@ -117,6 +128,9 @@ class Advisor:
 
         X = feature_matrix(profile, list(specs), device_features(fp, threads))
         raw = self.bundle.predict(X)
+        calibration, _ = self.calibration(fp, threads)
+        if calibration is not None:
+            raw = calibration.apply(X, raw, self.bundle.predictor.priors_["latency"])
         out = {}
         for name, q in raw.items():
             if name not in _TARGET_MAP:
@@ -168,8 +182,11 @@ class Advisor:
         family_rows = int((summary.get("families") or {}).get(profile.family, 0))
         explanation = list(verdict["explanation"])
         explanation += _explain(verdict, specs, pred, constraints, best)
-        if device_note:
+        calibration, calibration_note = self.calibration(fp, threads)
+        if device_note and not (calibration is not None and "extrapolates" in device_note):
             explanation.append(device_note)
+        if calibration_note:
+            explanation.append(calibration_note)
         if family_rows == 0:
             explanation.append(f"warning: no measured rows of the {profile.family} family: the prediction "
                                "extrapolates from other architectures")
@@ -185,7 +202,11 @@ class Advisor:
             predicted=bands(best), baseline=bands(0), alternatives=alternatives, pareto=pareto,
             explanation=explanation, rejected=verdict["reasons"], nearest=nearest,
             predictor={"version": self.bundle.version, "rows_device": device_rows, "rows_family": family_rows,
-                       "rows_total": int(summary.get("rows", 0)), "candidates": len(specs)},
+                       "rows_total": int(summary.get("rows", 0)), "candidates": len(specs),
+                       "calibration": None if calibration is None else {
+                           "device": calibration.device, "created": calibration.created,
+                           "reference_rows": int((calibration.metrics.get("after") or {}).get("n", 0)),
+                           "loo_within_10pct": (calibration.metrics.get("after") or {}).get("within_10pct")}},
         )
 
 

@@ -9,6 +9,11 @@ Layout of a bundle folder (by default `models/current`; versioned ones as `model
                          and family), held-out evaluation metrics, library versions
     <component>.json     one XGBoost model per component (`booster.save_raw("json")`)
 
+A models folder can hold many versioned bundles; the one-line file `<models>/CHAMPION` names the
+folder the path `<models>/current` stands for (see `resolve`). Without that file, `current` is
+the real folder of that name (the one shipped in the repository). `advisor.model_versions` lists
+them, switches the pointer and publishes new versions.
+
 `load` reads the card and evaluates the models with `advisor.trees` (numpy only): xgboost is
 never imported on that path. It refuses, with a one-line `BundleError`, a missing folder, a
 missing or corrupt file, a file whose hash differs from the card's, a newer bundle format,
@@ -22,7 +27,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +42,12 @@ from advisor.trees import Forest
 
 BUNDLE_FORMAT = 1
 CARD = "card.json"
+#: In a models folder: the name of the folder `current` stands for (written by `advisor models use`).
+#: Not "CURRENT": on a case-insensitive file system that would be the `current` folder itself.
+POINTER = "CHAMPION"
+CURRENT = "current"
+#: Beside the component files: the config_ids of the rows the bundle was fitted on (optional).
+TRAINING_IDS = "training_ids.json"
 # The repository's models/ (beside the package in a checkout or editable install), unless set.
 MODELS_ROOT = Path(os.environ.get("ADVISOR_MODELS", Path(__file__).resolve().parent.parent / "models"))
 DEFAULT_BUNDLE = Path(os.environ.get("ADVISOR_BUNDLE", str(MODELS_ROOT / "current")))
@@ -71,6 +82,33 @@ class LoadedBundle:
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """p10/p50/p90 per available target for a feature matrix (see `Predictor.predict`)."""
         return self.predictor.predict(X)
+
+
+def resolve(directory: str | Path = DEFAULT_BUNDLE) -> Path:
+    """The bundle folder a path means: `<models>/current` is the folder `<models>/CHAMPION` names.
+
+    Any other path, or `current` in a folder without a CHAMPION file, is itself.
+
+    Raises:
+        BundleError: the pointer is unreadable or names no folder there.
+    """
+    directory = Path(directory)
+    if directory.name != CURRENT:
+        return directory
+    pointer = directory.parent / POINTER
+    try:
+        name = pointer.read_text().strip()
+    except FileNotFoundError:
+        return directory
+    except OSError as exc:
+        raise BundleError(f"cannot read the champion pointer {pointer} ({exc.strerror or exc})") from None
+    if name == CURRENT:
+        return directory
+    target = directory.parent / name
+    if not name or "/" in name or name.startswith(".") or not target.is_dir():
+        raise BundleError(f"the champion pointer {pointer} names {name!r}, which is no bundle folder in "
+                          f"{directory.parent}; choose one with `advisor models use VERSION`")
+    return target
 
 
 def _sha256(data: bytes) -> str:
@@ -119,7 +157,8 @@ def make_card(predictor: Predictor, card_extra: Mapping[str, Any] | None = None,
 
 
 def save(predictor: Predictor, directory: str | Path = DEFAULT_BUNDLE,
-         card_extra: Mapping[str, Any] | None = None, version: str | None = None) -> Path:
+         card_extra: Mapping[str, Any] | None = None, version: str | None = None,
+         training_ids: Iterable[str] | None = None, considered_ids: Iterable[str] | None = None) -> Path:
     """Write a fitted predictor as a bundle folder, replacing any bundle there; returns the folder.
 
     The folder is written beside its destination under a temporary name, then swapped in, so a
@@ -127,6 +166,10 @@ def save(predictor: Predictor, directory: str | Path = DEFAULT_BUNDLE,
 
     Args:
         card_extra: more card fields (e.g. {"evaluation": evaluate(...)}); they override.
+        training_ids: the config_ids of the rows given to `fit`; written as `training_ids.json`
+            (and counted on the card), so a later retrain knows which rows the bundle has seen.
+        considered_ids: rows a retrain weighed for this bundle beyond those it was fitted on
+            (its held-out exam); kept in the same file.
 
     Raises:
         BundleError: the predictor is not fitted, or the folder cannot be written.
@@ -143,6 +186,14 @@ def save(predictor: Predictor, directory: str | Path = DEFAULT_BUNDLE,
             (temp / f"{name}.json").write_bytes(raw)
             card["components"][name] = {"file": f"{name}.json", "sha256": _sha256(raw),
                                         "rows": predictor.n_rows_.get(name), "doc": COMPONENTS[name].doc}
+        if training_ids is not None:
+            ids = sorted({str(i) for i in training_ids})
+            content: dict[str, list[str]] = {"config_ids": ids}
+            if considered_ids is not None:
+                content["considered"] = sorted({str(i) for i in considered_ids} - set(ids))
+            raw_ids = (json.dumps(content) + "\n").encode()
+            (temp / TRAINING_IDS).write_bytes(raw_ids)
+            card["training_ids"] = {"file": TRAINING_IDS, "count": len(ids), "sha256": _sha256(raw_ids)}
         (temp / CARD).write_text(json.dumps(card, indent=1, sort_keys=False, allow_nan=False) + "\n")
         if directory.exists():
             directory.rename(old)
@@ -156,13 +207,16 @@ def save(predictor: Predictor, directory: str | Path = DEFAULT_BUNDLE,
     return directory
 
 
-def read_card(directory: str | Path = DEFAULT_BUNDLE) -> dict[str, Any]:
+def read_card(directory: str | Path = DEFAULT_BUNDLE, follow: bool = True) -> dict[str, Any]:
     """The card of a bundle folder, checked for format and feature schema.
+
+    `<models>/current` follows the champion pointer (`resolve`) unless `follow` is False (the
+    folder of that name itself, e.g. to list it).
 
     Raises:
         BundleError: missing folder or card, corrupt card, newer format, or a schema mismatch.
     """
-    directory = Path(directory)
+    directory = resolve(directory) if follow else Path(directory)
     if not directory.is_dir():
         raise BundleError(f"no predictor bundle at {directory} (train one with `advisor train`)")
     path = directory / CARD
@@ -185,14 +239,17 @@ def read_card(directory: str | Path = DEFAULT_BUNDLE) -> dict[str, Any]:
     return card
 
 
-def load(directory: str | Path = DEFAULT_BUNDLE) -> LoadedBundle:
+def load(directory: str | Path = DEFAULT_BUNDLE, follow: bool = True) -> LoadedBundle:
     """Load a bundle for prediction, with numpy only (xgboost is not imported).
+
+    `<models>/current` follows the champion pointer (`resolve`) unless `follow` is False; the
+    result's `path` is the folder actually read.
 
     Raises:
         BundleError: see the module docstring; the message is one line naming the problem.
     """
-    directory = Path(directory)
-    card = read_card(directory)
+    directory = resolve(directory) if follow else Path(directory)
+    card = read_card(directory, follow=False)
     boosters: dict[str, bytes] = {}
     forests: dict[str, Forest] = {}
     for name, entry in (card.get("components") or {}).items():

@@ -131,7 +131,9 @@ def measure(
                                                               "SavedModel/.tflite path.")],
     technique: Annotated[str, typer.Option("--technique", "-t", help="Technique spec, e.g. prune:0.8+ptq-int8 "
                                                                      "(see `advisor techniques`).")] = "none",
-    device: Annotated[str, typer.Option(help="Device to measure on.")] = "local",
+    device: Annotated[Optional[str], typer.Option(help="Device to measure on: local, ssh://user@host[:port] or a "
+                                                  "name from `advisor devices` (default: the configured "
+                                                  "default, else local).")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo networks).")] = None,
     width: Annotated[Optional[float], typer.Option(help="Width multiplier (zoo networks that have one).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Labelled data: mnist, digits, cifar10, "
@@ -150,6 +152,7 @@ def measure(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure one configuration and its uncompressed baseline, timed interleaved."""
+    from advisor.devices import default_device
     from advisor.progress import StageProgress
     from advisor.techniques import canonical
     from measure.devices import get_device
@@ -157,7 +160,7 @@ def measure(
     from measure.runner import measure as run_measure
 
     spec = canonical(technique)  # fail on a bad spec before any heavy import
-    dev = get_device(device)
+    dev = get_device(device or default_device())
     settings = MeasureSettings(input_size=input_size, width=width, threads=threads, dataset=data,
                                data_root=data_root, eval_samples=eval_samples, finetune_epochs=epochs,
                                pretrain_epochs=pretrain_epochs,
@@ -223,6 +226,11 @@ def campaign(
         "--in-process", help="Measure every model in this process, not one child process each: several "
                              "seconds faster per model (TensorFlow is imported once), but a native crash "
                              "in the converter ends the campaign (rerun it to resume).")] = False,
+    cluster: Annotated[Optional[str], typer.Option(
+        "--cluster", help="Run on the Dask cluster at this scheduler address (tcp://host:8786): each model "
+                          "goes to a worker holding the plan's device as a resource (device-NAME); rows come "
+                          "back and are stored here. With --in-process, workers measure in their own process.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a measurement campaign; resumes where it stopped (finished configurations are skipped)."""
@@ -240,8 +248,14 @@ def campaign(
             for k, v in summary["by_technique"].items():
                 typer.echo(f"  {k:<28} {v}")
         return
-    report = run_campaign(loaded, store=Store(store), limit=limit, retry_failed=retry_failed,
-                          progress=not quiet, isolate=False if in_process else None)
+    if cluster is not None:
+        from measure.farm import run_farm
+
+        report = run_farm(loaded, store=Store(store), cluster=cluster, limit=limit, retry_failed=retry_failed,
+                          progress=not quiet, isolate=not in_process)
+    else:
+        report = run_campaign(loaded, store=Store(store), limit=limit, retry_failed=retry_failed,
+                              progress=not quiet, isolate=False if in_process else None)
     out = report.to_dict()
     if as_json:
         _emit(out)
@@ -252,13 +266,17 @@ def campaign(
             typer.echo(f"  failed: {f}")
     if report.interrupted:
         raise typer.Exit(130)
+    if report.stopped:  # the device became unreachable: finished rows are stored, a rerun resumes
+        raise typer.Exit(2)
 
 
 @app.command()
 def recommend(
     model: Annotated[str, typer.Option("--model", "-m", help="Zoo name (NAME or NAME@SIZE), a PROFILE.json, "
                                                               "or a .keras/.h5/SavedModel file.")],
-    device: Annotated[str, typer.Option(help="Target device ('local' or a device in the training data).")] = "local",
+    device: Annotated[Optional[str], typer.Option(help="Target device: local, a board profile or configured device "
+                                                  "(`advisor devices`), or one in the training data (default: "
+                                                  "the configured default, else local).")] = None,
     budget_ms: Annotated[Optional[float], typer.Option(help="Latency budget per inference (ms).")] = None,
     budget_mj: Annotated[Optional[float], typer.Option(help="Energy budget per inference (mJ).")] = None,
     max_size_mb: Annotated[Optional[float], typer.Option(help="Largest acceptable .tflite size (MB).")] = None,
@@ -281,7 +299,9 @@ def recommend(
 ) -> None:
     """Keep, compress (and how), or infeasible: the predicted answer, explained."""
     from advisor.api import Advisor
+    from advisor.devices import default_device
 
+    device = device or default_device()
     rec = Advisor.load(bundle).recommend(model, device, budget_ms=budget_ms, budget_mj=budget_mj,
                                          max_size_mb=max_size_mb, max_accuracy_drop=max_accuracy_drop,
                                          objective=objective, confidence=confidence, top=top, threads=threads,
@@ -311,6 +331,18 @@ _register_predictor_commands(app)
 from advisor.cli_data import register as _register_data_commands  # noqa: E402
 
 _register_data_commands(app)
+
+from advisor.cli_devices import register as _register_device_commands  # noqa: E402
+
+_register_device_commands(app)
+
+from advisor.cli_calibrate import register as _register_calibrate_command  # noqa: E402
+
+_register_calibrate_command(app)
+
+from advisor.cli_models import register as _register_model_commands  # noqa: E402
+
+_register_model_commands(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ a bundle and a model profile and evaluates with numpy only (no xgboost, pandas o
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -49,31 +50,50 @@ def read_training_data(data: Path) -> tuple[Any, dict]:
     return rows, profiles
 
 
+def read_fingerprints(data: Path) -> dict[str, dict]:
+    """The store's full device fingerprints by id (ISA flags and cores for the device features)."""
+    from advisor.store import Store
+
+    return Store(data).fingerprints()
+
+
 # ---------------------------------------------------------------------------------------------
 # Commands.
 
 
 def train(
     data: Annotated[Path, typer.Option("--data", help="Dataset store folder.")] = DEFAULT_STORE,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Bundle folder to write "
-                                                "(default models/current).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Bundle folder to write (default: a new version "
+                                                "models/<version>/, made current).")] = None,
     evaluate_split: Annotated[str, typer.Option("--evaluate", help="Held-out split whose metrics go in the card: "
                                                 "family, random, device, or none.")] = "family",
     latency_mode: LatencyModeOpt = "composed",
+    cluster: Annotated[Optional[str], typer.Option(
+        "--cluster", help="Train the boosters with xgboost.dask on the Dask cluster at this scheduler address "
+                          "(tcp://host:8786), the held-out evaluation's too; the bundle is the same.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the predictor on every row of the store, evaluate it held-out, and save a bundle."""
-    from advisor.bundle import DEFAULT_BUNDLE, save
     from advisor.evaluate import SPLITS, evaluate, summary_lines
+    from advisor.model_versions import save_trained, train_lock
     from advisor.predictor import Predictor
 
     if evaluate_split not in (*SPLITS, "none"):
         raise OptionError(f"unknown --evaluate {evaluate_split!r} (valid: {', '.join(SPLITS)}, none)")
     rows, profiles = read_training_data(data)
+    fingerprints = read_fingerprints(data)
     params: dict[str, Any] = {"latency_mode": latency_mode}
-    predictor = Predictor(**params).fit(rows, profiles)
-    evaluation = None if evaluate_split == "none" else evaluate(rows, profiles, split=evaluate_split, params=params)
-    path = save(predictor, out or DEFAULT_BUNDLE, {"evaluation": evaluation})
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(train_lock(out))  # one writer of models/ at a time (fails fast)
+        if cluster is not None:
+            from advisor.cluster import training_on
+
+            stack.enter_context(training_on(cluster))
+        predictor = Predictor(**params).fit(rows, profiles, fingerprints)
+        evaluation = None if evaluate_split == "none" else evaluate(rows, profiles, split=evaluate_split,
+                                                                    params=params, fingerprints=fingerprints)
+    # Without --out: a new version in models/, made current (advisor.model_versions).
+    path = save_trained(predictor, out, {"evaluation": evaluation}, rows["config_id"].astype(str))
     summary = {"bundle": str(path), "rows": predictor.data_summary_, "targets": list(predictor.targets_),
                "unavailable": predictor.unavailable_, "component_rows": predictor.n_rows_,
                "evaluation": evaluation}
@@ -107,7 +127,8 @@ def evaluate_command(
     if split not in SPLITS:
         raise OptionError(f"unknown --split {split!r} (valid: {', '.join(SPLITS)})")
     rows, profiles = read_training_data(data)
-    result = evaluate(rows, profiles, split=split, seed=seed, folds=folds, params={"latency_mode": latency_mode})
+    result = evaluate(rows, profiles, split=split, seed=seed, folds=folds, params={"latency_mode": latency_mode},
+                      fingerprints=read_fingerprints(data))
     if as_json:
         _emit(result)
         return
@@ -119,7 +140,9 @@ def predict(
     model: Annotated[str, typer.Option("--model", "-m", help="Zoo name (NAME or NAME@SIZE) or a PROFILE.json "
                                        "from `advisor profile --json`.")],
     technique: Annotated[str, typer.Option("--technique", "-t", help="Technique spec, e.g. prune:0.8+ptq-int8.")],
-    device: Annotated[str, typer.Option(help="'local' or a device in the training data.")] = "local",
+    device: Annotated[Optional[str], typer.Option(help="local, a board profile or configured device (`advisor "
+                                                  "devices`), or one in the training data (default: the "
+                                                  "configured default, else local).")] = None,
     threads: Annotated[int, typer.Option(help="Interpreter threads.")] = 1,
     input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo names).")] = None,
     bundle: Annotated[Optional[Path], typer.Option("--bundle", help="Bundle folder (default "
@@ -128,6 +151,7 @@ def predict(
 ) -> None:
     """Predict p10/p50/p90 latency, energy, size and accuracy change, compressed and uncompressed."""
     from advisor.bundle import DEFAULT_BUNDLE, load
+    from advisor.devices import default_device
     from advisor.features import device_features, feature_matrix
     from advisor.predictor import TARGETS
     from advisor.techniques import Pipeline
@@ -137,9 +161,14 @@ def predict(
         raise OptionError(f"--threads must be at least 1 (got {threads})")
     profile = resolve_profile(model, input_size)
     loaded = load(bundle or DEFAULT_BUNDLE)
+    device = device or default_device()
     fp, note = device_fingerprint(device, loaded.predictor)
     X = feature_matrix(profile, [pipeline, "none"], device_features(fp, threads))
-    pred = loaded.predict(X)
+    from advisor.calibration import predict_for_device
+
+    pred, calibration, calibration_note = predict_for_device(loaded, X, fp, threads)
+    if calibration is not None and note and "extrapolates" in note:
+        note = None
 
     def view(i: int) -> dict:
         return {t: {"p10": float(q[i, 0]), "p50": float(q[i, 1]), "p90": float(q[i, 2]), "unit": TARGETS[t].unit}
@@ -149,7 +178,7 @@ def predict(
            "technique": pipeline.spec, "device": device, "threads": threads,
            "bundle": {"path": str(loaded.path), "version": loaded.version},
            "prediction": view(0), "baseline": view(1), "unavailable": loaded.predictor.unavailable_,
-           "notes": [note] if note else []}
+           "notes": [n for n in (note, calibration_note) if n]}
     if as_json:
         _emit(out)
         return

@@ -72,21 +72,41 @@ def resolve_profile(model: str, input_size: int | None = None, directory: Path =
 
 
 def device_fingerprint(device: str, predictor: Any) -> tuple[dict, str | None]:
-    """(fingerprint, note) for `--device`: 'local' or a device the bundle was trained on.
+    """(fingerprint, note) for `--device`: 'local', a device the bundle was trained on, a shipped
+    board profile (`jetson_tx2`, ...), a device configured in devices.toml, or an ssh:// url of a
+    board reached before (its cached fingerprint).
 
     For 'local', a machine the bundle knows (same fingerprint id) is described exactly as in
-    training, so its rows and this prediction see the same features.
+    training, so its rows and this prediction see the same features; the same holds for a
+    profile or configured board whose fingerprint the bundle has rows for. Otherwise the note
+    says that the prediction extrapolates from other devices.
+
+    Raises:
+        UnknownNameError: no such device (the valid names are listed by kind).
+        OptionError: a configured board never reached, with no profile to stand in for it.
     """
     devices = getattr(predictor, "devices_", {}) or {}
-    if device == "local":
-        from advisor.fingerprint import collect_fingerprint, fingerprint_id
+    from advisor.fingerprint import collect_fingerprint, fingerprint_id
 
+    def known_as(fid: str) -> str | None:
+        return next((name for name, entry in devices.items() if entry.get("fingerprint_id") == fid), None)
+
+    if device == "local":
         fp = collect_fingerprint()
-        fid = fingerprint_id(fp)
-        for name, entry in devices.items():
-            if entry.get("fingerprint_id") == fid:
-                return dict(entry["fingerprint"]), f"this machine is '{name}' in the training data"
+        name = known_as(fingerprint_id(fp))
+        if name is not None:
+            return dict(devices[name]["fingerprint"]), f"this machine is '{name}' in the training data"
         return fp, "this machine has no measurements in the training data: the prediction extrapolates"
     if device in devices:
         return dict(devices[device]["fingerprint"]), None
-    raise UnknownNameError("device", device, ["local", *devices])
+    from advisor import devices as registry
+
+    found = registry.known_fingerprint(device)
+    if found is None:
+        raise registry.unknown_device_error(device, ["local", *devices])
+    fp, source = found
+    name = known_as(fingerprint_id(fp))
+    if name is not None:
+        return dict(devices[name]["fingerprint"]), f"{device} is '{name}' in the training data"
+    return fp, (f"{device}: the predictor has no measured rows for this device; it reads {source} and the "
+                "prediction extrapolates from other devices")

@@ -641,6 +641,43 @@ def _combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# Training one booster: here with xgboost.train, or elsewhere (`booster_trainer`).
+
+
+def train_booster(params: Mapping[str, Any], X: np.ndarray, y: np.ndarray, num_boost_round: int) -> bytes:
+    """One component's booster, trained in this process, as XGBoost model JSON.
+
+    Args:
+        params: XGBoost parameters (`Predictor._xgb_params()`); X: features (`FEATURE_NAMES`
+            columns, NaN missing); y: the target; num_boost_round: boosting rounds.
+    """
+    import xgboost as xgb  # fit-time only: the answer path evaluates with advisor.trees
+
+    dtrain = xgb.DMatrix(X.astype(np.float32), label=y, missing=np.nan, nthread=params.get("nthread"),
+                         feature_names=list(F.FEATURE_NAMES))
+    return bytes(xgb.train(dict(params), dtrain, num_boost_round=num_boost_round).save_raw("json"))
+
+
+_TRAINERS: list[Callable[[Mapping[str, Any], np.ndarray, np.ndarray, int], bytes]] = [train_booster]
+
+
+class booster_trainer:  # noqa: N801 - used as a function: `with booster_trainer(fn):`
+    """Inside `with booster_trainer(fn):` every booster `Predictor` fits is trained by `fn`, which
+    has `train_booster`'s signature and returns the same XGBoost JSON (advisor/cluster.py's
+    `dask_trainer` trains on a Dask cluster). Process-wide, not per thread; blocks nest."""
+
+    def __init__(self, trainer: Callable[[Mapping[str, Any], np.ndarray, np.ndarray, int], bytes]):
+        self.trainer = trainer
+
+    def __enter__(self) -> Callable[[Mapping[str, Any], np.ndarray, np.ndarray, int], bytes]:
+        _TRAINERS.append(self.trainer)
+        return self.trainer
+
+    def __exit__(self, *exc: object) -> None:
+        _TRAINERS.remove(self.trainer)
+
+
+# ---------------------------------------------------------------------------------------------
 # The estimator.
 
 
@@ -769,8 +806,6 @@ class Predictor:
         return (*LATENCY_MODES[self.latency_mode], "power", "size", "size_gzip", "accuracy_delta")
 
     def _fit_core(self, data: TrainingData) -> dict[str, Any]:
-        import xgboost as xgb  # fit-time only: the answer path evaluates with advisor.trees
-
         measured = data.measured
         base_rows = measured & data.baseline & _positive(data.latency)
         priors = {
@@ -792,10 +827,7 @@ class Predictor:
                 continue
             if name == "power":  # energy is predicted only for machines that had a power meter
                 energy_machines = _machines(X)
-            dtrain = xgb.DMatrix(X.astype(np.float32), label=y, missing=np.nan, nthread=self.n_jobs,
-                                 feature_names=list(F.FEATURE_NAMES))
-            booster = xgb.train(self._xgb_params(), dtrain, num_boost_round=self.n_estimators)
-            boosters[name] = bytes(booster.save_raw("json"))
+            boosters[name] = _TRAINERS[-1](self._xgb_params(), X, y, self.n_estimators)
         return {"priors": priors, "boosters": boosters, "n_rows": n_rows, "energy_machines": energy_machines}
 
     def _unavailable(self, boosters: Mapping[str, Any], n_rows: Mapping[str, int]) -> dict[str, str]:

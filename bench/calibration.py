@@ -90,7 +90,8 @@ def main() -> int:
     machine = f"{cal.fingerprint.get('cpu_model', '?')}, {cal.fingerprint.get('logical_cpus', '?')} logical CPUs"
     result = {"when": when, "device": cal.device, "machine": machine, "threads": cal.threads,
               "bundle": bundle.version, "bundle_rows_on_device": int(trained_on),
-              "reference_rows": len(cal.reference), "held_out_rows": int(len(rows)), "busy_rows_left_out": int(busy.sum()),
+              "reference_rows": len(cal.reference), "held_out_rows": int(len(rows)),
+              "busy_rows_left_out": int(busy.sum()),
               "calibration_loo": cal.metrics.get("after"), "table": table, "python": platform.python_version()}
     lines = [f"Calibration of {cal.device} ({machine}, {cal.threads} thread(s)), {when}; bundle {bundle.version} "
              f"({trained_on} training rows on this device); {len(cal.reference)} reference rows; "

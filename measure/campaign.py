@@ -4,7 +4,7 @@ A plan is a TOML or YAML file (the same keys in both):
 
     name = "zoo-latency"            # optional; default: the file's stem
     description = "..."             # optional
-    device = "local"                # optional; a name from measure.devices.DEVICES
+    device = "local"                # optional; local, ssh://user@host[:port] or a name in devices.toml
 
     [defaults]                      # optional; settings every [[grid]] block starts from
     threads = 1                     # any MeasureSettings field: input_size, width, num_classes,
@@ -63,6 +63,7 @@ from advisor.errors import AdvisorError, OptionError, SpecError, UnknownNameErro
 from advisor.store import Store, config_id, write_bytes_atomic
 from advisor.techniques import Pipeline
 from measure import zoo
+from measure.devices import DeviceUnreachableError
 from measure.runner import MeasureSettings, _settings_key, failure_row
 from measure.sampling import BLOCKS, SAMPLED_BLOCKS, is_sampled_name, parse_sampled_name, sample_arch, sampled_name
 
@@ -121,6 +122,7 @@ class CampaignReport:
     elapsed_s: float
     interrupted: bool = False
     failures: tuple[tuple[str, str, str], ...] = ()  # (model, technique, error)
+    stopped: str | None = None  # why the campaign stopped early: the device became unreachable
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -324,10 +326,12 @@ def load_plan(path: str | Path) -> Plan:
     for key, value in (("name", name), ("description", description), ("device", device)):
         if not isinstance(value, str):
             raise OptionError(f"{path}: {key} must be a string, got {value!r}")
-    from measure.devices import DEVICES
+    from measure.devices import check_device_name
 
-    if device not in DEVICES:
-        raise OptionError(f"{path}: device: {UnknownNameError('device', device, DEVICES)}")
+    try:
+        check_device_name(device)
+    except AdvisorError as exc:
+        raise OptionError(f"{path}: device: {exc}") from None
     defaults = data.get("defaults", {})
     if not isinstance(defaults, Mapping):
         raise OptionError(f"{path}: defaults must be a table of settings")
@@ -547,8 +551,6 @@ def _run_worker(model: str, techniques: list[str], device_name: str, settings: M
     import subprocess
     import sys
 
-    from advisor.profile import ModelProfile
-
     with tempfile.TemporaryDirectory(prefix="advisor-worker-") as folder:
         job, out = Path(folder) / "job.json", Path(folder) / "out.json"
         job.write_text(json.dumps({"model": model, "techniques": techniques, "device": device_name,
@@ -570,8 +572,21 @@ def _run_worker(model: str, techniques: list[str], device_name: str, settings: M
         if proc.returncode != 0 or not out.exists():
             return None
         results = json.loads(out.read_text())
+    return _parse_results(results)
+
+
+def _parse_results(results: list[dict]) -> list[Any]:
+    """The outcomes of a worker's JSON (`measure.campaign_worker`'s OUT): `_Outcome`s and errors.
+
+    Raises:
+        DeviceUnreachableError: the worker could not reach the device.
+    """
+    from advisor.profile import ModelProfile
+
     outcomes: list[Any] = []
     for r in results:
+        if r.get("unreachable"):
+            raise DeviceUnreachableError(r["error"])
         if "error" in r:
             outcomes.append(AdvisorError(r["error"]))
         else:
@@ -634,6 +649,52 @@ def _groups(todo: list) -> Iterator[list]:
         yield group
 
 
+def _todo(plan: Plan, device_id: str, done: set[str]) -> tuple[list[tuple[Config, str | None, Exception | None]], int]:
+    """The configurations of `plan` whose keys are not in `done`, each with its key (None and the
+    problem when it has none: it fails when its turn comes), and how many were skipped."""
+    todo: list[tuple[Config, str | None, Exception | None]] = []
+    skipped = 0
+    for config in plan.configs:
+        try:
+            key, problem = config_key(config, device_id), None
+        except AdvisorError as exc:  # e.g. its dataset is missing: it fails when its turn comes
+            key, problem = None, exc
+        known = key if key is not None else _failed_row(config, device_id, None, "")["config_id"]
+        if known in done:
+            skipped += 1
+        else:
+            todo.append((config, key, problem))
+    return todo, skipped
+
+
+def _store_group(store: Store, group: list, outcomes: list[Any], ok_ids: set[str], fail, bar: CampaignProgress
+                 ) -> None:
+    """Store one measured group's rows (and its profile) in one shard; its errors as failed rows."""
+    config0 = group[0][0]
+    rows: dict[str, dict] = {}
+    kind = model_facts(config0.model)[0]
+    for (config, key, _), outcome in zip(group, outcomes):
+        if isinstance(outcome, BaseException):
+            fail(config, key, _one_line(outcome))
+            continue
+        for row in outcome.rows():
+            row["model_kind"] = kind
+            rows[row["config_id"]] = row
+        if key is not None and outcome.row["config_id"] != key:
+            warnings.warn(f"{config.label()}: stored under {outcome.row['config_id']} but its resume key "
+                          f"is {key}; a resumed campaign will measure it again", CampaignWarning,
+                          stacklevel=3)
+    if rows:
+        first = next(o for o in outcomes if not isinstance(o, BaseException))
+        if first.profile is not None:
+            store.put_profile(first.profile)
+        store.append(list(rows.values()))
+        ok_ids.update(rows)
+    for outcome in outcomes:
+        if not isinstance(outcome, BaseException):
+            bar.finish(True)
+
+
 def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool | TextIO = True,
                  limit: int | None = None, retry_failed: bool = False, isolate: bool | None = None
                  ) -> CampaignReport:
@@ -651,10 +712,13 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
             campaign goes on.
 
     Returns:
-        The counts; `interrupted` is True when Ctrl-C stopped it (everything finished is stored).
+        The counts; `interrupted` is True when Ctrl-C stopped it (everything finished is stored);
+        `stopped` says why when the device became unreachable.
 
     A configuration that raises (an `AdvisorError` or anything unexpected) becomes a failed row
-    and the campaign goes on.
+    and the campaign goes on, except when the device cannot be reached (`DeviceUnreachableError`):
+    that says nothing about the configuration, so the campaign stops there, keeps what finished,
+    stores nothing for the rest, and a rerun resumes them.
     """
     from measure.devices import get_device
     from measure.runner import measure_many
@@ -672,23 +736,12 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
     # the model it was measuring: those configurations are stored as failed, and the rest goes on.
     crashed = _crashed_keys(store, plan) - ok_ids
 
-    todo: list[tuple[Config, str | None, Exception | None]] = []
-    skipped = 0
-    for config in plan.configs:
-        try:
-            key, problem = config_key(config, device_id), None
-        except AdvisorError as exc:  # e.g. its dataset is missing: it fails when its turn comes
-            key, problem = None, exc
-        known = key if key is not None else _failed_row(config, device_id, None, "")["config_id"]
-        if known in ok_ids or known in failed_ids:
-            skipped += 1
-        else:
-            todo.append((config, key, problem))
-
+    todo, skipped = _todo(plan, device_id, ok_ids | failed_ids)
     stream = progress if not isinstance(progress, bool) else None
     bar = CampaignProgress(len(todo), skipped, stream=stream, quiet=progress is False)
     failures: list[tuple[str, str, str]] = []
     interrupted = False
+    stopped: str | None = None
 
     def fail(config: Config, key: str | None, error: str) -> None:
         store.append([_failed_row(config, device_id, key, error)])
@@ -734,43 +787,29 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
             except KeyboardInterrupt:
                 interrupted = True
                 break
+            except DeviceUnreachableError as exc:
+                stopped = _one_line(exc)
+                break
             except Exception as exc:  # noqa: BLE001 - one model's failure must not end the campaign
                 error = _one_line(exc)
                 for config, key, _ in group:
                     fail(config, key, error)
                 continue
-            rows: dict[str, dict] = {}
-            kind = model_facts(config0.model)[0]
-            for (config, key, _), outcome in zip(group, outcomes):
-                if isinstance(outcome, BaseException):
-                    fail(config, key, _one_line(outcome))
-                    continue
-                for row in outcome.rows():
-                    row["model_kind"] = kind
-                    rows[row["config_id"]] = row
-                if key is not None and outcome.row["config_id"] != key:
-                    warnings.warn(f"{config.label()}: stored under {outcome.row['config_id']} but its resume key "
-                                  f"is {key}; a resumed campaign will measure it again", CampaignWarning,
-                                  stacklevel=2)
-            if rows:
-                first = next(o for o in outcomes if not isinstance(o, BaseException))
-                if first.profile is not None:
-                    store.put_profile(first.profile)
-                store.append(list(rows.values()))
-                ok_ids.update(rows)
-            for outcome in outcomes:
-                if not isinstance(outcome, BaseException):
-                    bar.finish(True)
+            _store_group(store, group, outcomes, ok_ids, fail, bar)
             if not isolate:
                 _release_models()
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
+    if stopped is not None:
+        (stream or sys.stderr).write(f"campaign stopped: {stopped}\n  {bar.done} configuration(s) measured and "
+                                     f"stored; {bar.remaining} not measured (nothing stored for them): rerun the "
+                                     "same command when the device is back to resume\n")
     return CampaignReport(
         planned=len(plan.configs), measured=bar.done, skipped=bar.skipped, failed=bar.failed,
         remaining=bar.remaining, elapsed_s=time.monotonic() - began, interrupted=interrupted,
-        failures=tuple(failures),
+        failures=tuple(failures), stopped=stopped,
     )
 
 

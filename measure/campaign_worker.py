@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
         os.kill(os.getpid(), signal.SIGSEGV)
     from advisor.errors import AdvisorError
     from advisor.jsonable import plain
-    from measure.devices import get_device
+    from measure.devices import DeviceUnreachableError, get_device
     from measure.runner import MeasureSettings, measure_many
 
     try:
@@ -40,6 +40,8 @@ def main(argv: list[str]) -> int:
             else:
                 out.append({"rows": o.rows(), "row_id": o.row["config_id"],
                             "profile": o.profile.to_dict() if o.profile is not None else None})
+    except DeviceUnreachableError as exc:  # the campaign stops; nothing is stored as failed
+        out = [{"error": " ".join(str(exc).split()), "unreachable": True}] * len(job["techniques"])
     except AdvisorError as exc:
         out = [{"error": " ".join(str(exc).split())}] * len(job["techniques"])
     with open(out_path, "w") as f:

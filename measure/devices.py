@@ -15,11 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from advisor import fingerprint
-from advisor.errors import AdvisorError, UnknownNameError
+from advisor.errors import AdvisorError, OptionError, UnknownNameError
 
 
 class DeviceError(AdvisorError):
     """The device could not run a job (agent crashed, unreachable, bad output)."""
+
+
+class DeviceUnreachableError(DeviceError):
+    """No session with the device could be opened (refused, timed out, host key, authentication).
+
+    Says nothing about the configuration being measured: a campaign stops on it, without storing
+    the configuration as failed, so that a rerun resumes it once the board is back."""
 
 
 def parse_agent_output(stdout: str) -> dict:
@@ -83,11 +90,48 @@ class LocalDevice:
         return self._agent(["mem", str(tflite_path), str(threads), str(runs)])
 
 
-DEVICES = {"local": LocalDevice}
+from measure.ssh import SshDevice  # noqa: E402 - it imports DeviceError from here
+
+#: Device kinds: `local`, and `ssh` for ssh://user@host[:port] urls and the names configured in
+#: devices.toml (see advisor/devices.py).
+DEVICES = {"local": LocalDevice, "ssh": SshDevice}
+
+
+def check_device_name(name: str) -> str:
+    """Validate a device name without reaching the device; returns it.
+
+    Raises:
+        OptionError: a bad ssh url, or a profile name (profiles cannot be measured on).
+        UnknownNameError: anything else, listing local, the configured devices and the url form.
+    """
+    from advisor import devices as registry
+
+    if name == "local":
+        return name
+    if name.startswith(registry.SSH_SCHEME):
+        registry.SshTarget.parse(name)
+        return name
+    config = registry.load_config()
+    if name in config.devices:
+        return name
+    if name in registry.profiles():
+        raise OptionError(f"'{name}' is a device profile (published specifications), not a device to measure on: "
+                          f"add your board to {config.path} as [devices.NAME] with url = \"{registry.URL_FORM}\" "
+                          f"and profile = \"{name}\", then use --device NAME")
+    raise UnknownNameError("device", name, ["local", *config.devices, registry.URL_FORM])
 
 
 def get_device(name: str):
-    """A device by name (`local`; remote kinds arrive with the devices issue)."""
-    if name not in DEVICES:
-        raise UnknownNameError("device", name, DEVICES)
-    return DEVICES[name]()
+    """A device by name: 'local', an ssh://user@host[:port] url, or a device configured in devices.toml.
+
+    Nothing is reached yet: the device connects when it is first used.
+    """
+    from advisor import devices as registry
+
+    check_device_name(name)
+    if name == "local":
+        return LocalDevice()
+    if name.startswith(registry.SSH_SCHEME):
+        return SshDevice(url=registry.SshTarget.parse(name).url, name=name)
+    entry = registry.load_config().devices[name]
+    return SshDevice(url=entry.url, name=name, **entry.ssh_options())
