@@ -448,6 +448,17 @@ def as_baseline(X: np.ndarray) -> np.ndarray:
     return fill_derived(Xb)
 
 
+def technique_only(X: np.ndarray) -> np.ndarray:
+    """X with every column outside the technique and context blocks set to 0: what a booster
+    that must not tell networks or devices apart reads (the accuracy change; see
+    `advisor.predictor`). The context (`source_published`) stays: published rows are told apart."""
+    X = np.asarray(X, dtype=np.float64)
+    out = np.zeros_like(X)
+    out[:, TECHNIQUE_BLOCK] = X[:, TECHNIQUE_BLOCK]
+    out[:, CONTEXT_BLOCK] = X[:, CONTEXT_BLOCK]
+    return out
+
+
 def profile_keys(X: np.ndarray) -> np.ndarray:
     """Per row, a short hash of its profile block: equal networks (same profile), equal keys."""
     block = np.ascontiguousarray(X[:, PROFILE_BLOCK], dtype=np.float64)

@@ -41,8 +41,10 @@ walk at answer time for the same held-out quality) trained on its own rows:
                   overhead, one coefficient set per numeric mode (size is nearly deterministic;
                   the trees learn what the prior misses, e.g. int32 biases).
   size_gzip       the same for the gzip-compressed file, where pruning and clustering show.
-  accuracy_delta  percentage points, on compressed rows with a measured or published change;
-                  `source_published` is a feature. The baseline's change is 0 by definition.
+  accuracy_delta  percentage points, on compressed rows with a measured or published change,
+                  from the technique block and `source_published` alone
+                  (`features.technique_only`: profile features overfit to the families seen).
+                  The baseline's change is 0 by definition.
 
 Latency and size are learned from measured rows only; published rows feed the accuracy
 component and nothing else. Two components that make one target (latency_base and
@@ -533,6 +535,10 @@ def prepare(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile],
 # Components and targets: registries, not if-chains.
 
 
+def _every_column(X: np.ndarray) -> np.ndarray:
+    return X
+
+
 @dataclass(frozen=True)
 class Component:
     """One booster: which rows it learns from and what (`select` -> (X, y) in its own space)."""
@@ -540,6 +546,8 @@ class Component:
     name: str
     doc: str
     select: Callable[[TrainingData, Mapping[str, Prior]], tuple[np.ndarray, np.ndarray]]
+    #: The columns the booster reads, from the full feature matrix (training and prediction alike).
+    inputs: Callable[[np.ndarray], np.ndarray] = _every_column
 
 
 def _positive(v: np.ndarray) -> np.ndarray:
@@ -587,7 +595,7 @@ def _select_size(column: str) -> Callable[[TrainingData, Mapping[str, Prior]], t
 
 def _select_accuracy(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
     rows = ~d.baseline & np.isfinite(d.accuracy)
-    return d.X[rows], d.accuracy[rows]
+    return COMPONENTS["accuracy_delta"].inputs(d.X[rows]), d.accuracy[rows]
 
 
 COMPONENTS: dict[str, Component] = {c.name: c for c in (
@@ -599,7 +607,12 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in (
     Component("power", "log(energy / latency): average power in W", _select_power),
     Component("size", "log(size / size prior)", _select_size("size")),
     Component("size_gzip", "log(gzip size / size prior)", _select_size("size_gzip")),
-    Component("accuracy_delta", "compressed minus baseline top-1, pp", _select_accuracy),
+    # From the technique features alone: on unseen families every profile feature tried made the
+    # accuracy change worse (308 rows, 2026-12-03, family folds: within 1 pp 48% with every feature,
+    # 57% with these, band coverage 55% -> 78%; bench/results/accuracy_features.md), and
+    # ptq-float16 was given drops it never shows.
+    Component("accuracy_delta", "compressed minus baseline top-1, pp, from the technique features alone",
+              _select_accuracy, inputs=F.technique_only),
 )}
 
 
@@ -977,7 +990,7 @@ class _Model:
 
     def _q(self, name: str, X: np.ndarray) -> np.ndarray | None:
         forest = self.forests.get(name)
-        return _sorted(forest.predict(X)) if forest is not None else None
+        return _sorted(forest.predict(COMPONENTS[name].inputs(X))) if forest is not None else None
 
     def raw(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Uncalibrated quantiles per target in their combination space (log, or pp)."""

@@ -189,8 +189,11 @@ def decide(specs: list[str], pred: dict[str, np.ndarray], constraints: Constrain
         # Best trade-off: the fastest plan whose pessimistic accuracy change stays near zero.
         ok = np.ones(n, bool)
         if "accuracy_delta_pp" in pred:
-            ok = pessimistic(pred, "accuracy_delta_pp", conf) >= -TRADE_OFF_DROP_PP
+            drop = pessimistic(pred, "accuracy_delta_pp", conf)
+            ok = drop >= -TRADE_OFF_DROP_PP
             ok[0] = True
+            # The implicit accuracy limit, so that each rejected family says what it breaks.
+            miss["accuracy_delta_pp"] = np.where(ok, 0.0, -TRADE_OFF_DROP_PP - drop)
         idx = np.flatnonzero(ok)
         best = int(idx[np.argmin(lat[idx])]) if "latency_ms" in pred else 0
         if best != 0 and lat[best] > lat[0] * (1 - MIN_GAIN["latency_ms"]):
@@ -218,7 +221,7 @@ def decide(specs: list[str], pred: dict[str, np.ndarray], constraints: Constrain
     reasons = _family_reasons(specs, pred, feasible, miss, limits, best, decision, conf)
     front = pareto_front(lat, acc) if "latency_ms" in pred else np.asarray([0])
     return {"decision": decision, "choice": best, "feasible": feasible,
-            "misses": {t: miss[t] for t in limits}, "reasons": reasons, "pareto": front,
+            "misses": {t: miss[t] for t in limits if t in miss}, "reasons": reasons, "pareto": front,
             "objective": obj, "explanation": explanation}
 
 

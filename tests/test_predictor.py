@@ -319,6 +319,21 @@ def test_feature_matrix_for_candidates_matches_row_featurisation(fitted):
     assert out["latency"][0, 1] < out["latency"][1, 1]  # int8 is faster than float in the formula
 
 
+def test_accuracy_change_reads_the_technique_not_the_network(fitted):
+    p, rows, profiles = fitted
+    X = prepare(rows, profiles).X
+    spec = F.technique_vector("prune:0.5")
+    other = X[np.argsort(X[:, 0])[[0, -1]]].copy()  # two different networks (and devices)
+    other[:, F.TECHNIQUE_BLOCK] = spec
+    other = F.fill_derived(other)
+    assert not np.array_equal(other[0, F.PROFILE_BLOCK], other[1, F.PROFILE_BLOCK])
+    acc = p.predict(other)["accuracy_delta"]
+    np.testing.assert_array_equal(acc[0], acc[1])
+    harder = other.copy()
+    harder[:, F.TECHNIQUE_BLOCK] = F.technique_vector("ptq-dynamic")
+    assert not np.array_equal(p.predict(F.fill_derived(harder))["accuracy_delta"][0], acc[0])  # it reads that
+
+
 def test_energy_only_for_machines_with_a_power_meter(fitted):
     p, rows, profiles = fitted
     out = p.predict(rows, profiles)

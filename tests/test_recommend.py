@@ -181,6 +181,9 @@ def test_no_constraint_is_the_fastest_plan_within_the_trade_off_accuracy_band():
     assert v["decision"] == "compress" and specs[v["choice"]] == "ptq-int8"  # prune:0.9 loses too much
     assert list(v["feasible"]) == [True, False, True, True]
     assert f"at most {TRADE_OFF_DROP_PP:g} point" in v["explanation"][0]
+    # the rejected family says what it breaks: the implicit accuracy limit, at the bound
+    assert f"breaks the accuracy limit by {8 - TRADE_OFF_DROP_PP:g} pp" in v["reasons"]["prune"]
+    assert "misses" in v and "accuracy_delta_pp" not in v["misses"]  # no limit the user gave
 
 
 def test_no_constraint_keeps_the_model_when_nothing_is_faster_enough():
