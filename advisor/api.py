@@ -182,11 +182,10 @@ class Advisor:
         family_rows = int((summary.get("families") or {}).get(profile.family, 0))
         explanation = list(verdict["explanation"])
         explanation += _explain(verdict, specs, pred, constraints, best)
+        from advisor.calibration import device_notes
+
         calibration, calibration_note = self.calibration(fp, threads)
-        if device_note and not (calibration is not None and "extrapolates" in device_note):
-            explanation.append(device_note)
-        if calibration_note:
-            explanation.append(calibration_note)
+        explanation += device_notes(device_note, calibration, calibration_note)
         if family_rows == 0:
             explanation.append(f"warning: no measured rows of the {profile.family} family: the prediction "
                                "extrapolates from other architectures")

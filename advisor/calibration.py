@@ -370,6 +370,15 @@ def summary_lines(cal: Calibration) -> list[str]:
     return lines
 
 
+def device_notes(device_note: str | None, calibration: Calibration | None, calibration_note: str | None
+                 ) -> list[str]:
+    """The explanation lines about the device: the device's own note, unless a calibration now
+    stands in for the extrapolation it warns of, then the calibration's."""
+    if calibration is not None and device_note and "extrapolates" in device_note:
+        device_note = None
+    return [n for n in (device_note, calibration_note) if n]
+
+
 def predict_for_device(bundle: Any, X: np.ndarray, fp: Mapping[str, Any], threads: int,
                        directory: Path | None = None) -> tuple[dict[str, np.ndarray], Calibration | None, str | None]:
     """The bundle's predictions for X on a device, corrected by its calibration when it has one.

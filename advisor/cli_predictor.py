@@ -164,11 +164,9 @@ def predict(
     device = device or default_device()
     fp, note = device_fingerprint(device, loaded.predictor)
     X = feature_matrix(profile, [pipeline, "none"], device_features(fp, threads))
-    from advisor.calibration import predict_for_device
+    from advisor.calibration import device_notes, predict_for_device
 
     pred, calibration, calibration_note = predict_for_device(loaded, X, fp, threads)
-    if calibration is not None and note and "extrapolates" in note:
-        note = None
 
     def view(i: int) -> dict:
         return {t: {"p10": float(q[i, 0]), "p50": float(q[i, 1]), "p90": float(q[i, 2]), "unit": TARGETS[t].unit}
@@ -178,7 +176,7 @@ def predict(
            "technique": pipeline.spec, "device": device, "threads": threads,
            "bundle": {"path": str(loaded.path), "version": loaded.version},
            "prediction": view(0), "baseline": view(1), "unavailable": loaded.predictor.unavailable_,
-           "notes": [n for n in (note, calibration_note) if n]}
+           "notes": device_notes(note, calibration, calibration_note)}
     if as_json:
         _emit(out)
         return

@@ -695,6 +695,41 @@ def _store_group(store: Store, group: list, outcomes: list[Any], ok_ids: set[str
             bar.finish(True)
 
 
+@dataclass
+class CampaignRun:
+    """One run of a plan, in process or on a Dask farm: its progress, where failures are stored,
+    and how it ended (`report`)."""
+
+    plan: Plan
+    store: Store
+    device_id: str
+    bar: CampaignProgress
+    stream: TextIO | None
+    began: float
+    failures: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    interrupted: bool = False
+    stopped: str | None = None  # why it stopped early (the device or the cluster went away)
+
+    def fail(self, config: Config, key: str | None, error: str) -> None:
+        """Store `config` as failed with `error` and count it."""
+        self.store.append([_failed_row(config, self.device_id, key, error)])
+        self.failures.append((config.model, config.technique, error))
+        self.bar.finish(False, error)
+
+    def report(self) -> CampaignReport:
+        """The counts, after saying how to resume if the run stopped early."""
+        bar = self.bar
+        if self.stopped is not None:
+            (self.stream or sys.stderr).write(
+                f"campaign stopped: {self.stopped}\n  {bar.done} configuration(s) measured and stored; "
+                f"{bar.remaining} not measured (nothing stored for them): rerun the same command to resume\n")
+        return CampaignReport(
+            planned=len(self.plan.configs), measured=bar.done, skipped=bar.skipped, failed=bar.failed,
+            remaining=bar.remaining, elapsed_s=time.monotonic() - self.began, interrupted=self.interrupted,
+            failures=tuple(self.failures), stopped=self.stopped,
+        )
+
+
 def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool | TextIO = True,
                  limit: int | None = None, retry_failed: bool = False, isolate: bool | None = None
                  ) -> CampaignReport:
@@ -739,14 +774,8 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
     todo, skipped = _todo(plan, device_id, ok_ids | failed_ids)
     stream = progress if not isinstance(progress, bool) else None
     bar = CampaignProgress(len(todo), skipped, stream=stream, quiet=progress is False)
-    failures: list[tuple[str, str, str]] = []
-    interrupted = False
-    stopped: str | None = None
-
-    def fail(config: Config, key: str | None, error: str) -> None:
-        store.append([_failed_row(config, device_id, key, error)])
-        failures.append((config.model, config.technique, error))
-        bar.finish(False, error)
+    run = CampaignRun(plan, store, device_id, bar, stream, began)
+    fail = run.fail
 
     inflight = _inflight_path(store, plan)
     if crashed:
@@ -785,10 +814,10 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
                     finally:  # runs on any Python exit (Ctrl-C included); a native crash skips it
                         inflight.unlink(missing_ok=True)
             except KeyboardInterrupt:
-                interrupted = True
+                run.interrupted = True
                 break
             except DeviceUnreachableError as exc:
-                stopped = _one_line(exc)
+                run.stopped = _one_line(exc)
                 break
             except Exception as exc:  # noqa: BLE001 - one model's failure must not end the campaign
                 error = _one_line(exc)
@@ -799,18 +828,10 @@ def run_campaign(plan: Plan, *, store: Store, device: Any = None, progress: bool
             if not isolate:
                 _release_models()
     except KeyboardInterrupt:
-        interrupted = True
+        run.interrupted = True
     finally:
         bar.close()
-    if stopped is not None:
-        (stream or sys.stderr).write(f"campaign stopped: {stopped}\n  {bar.done} configuration(s) measured and "
-                                     f"stored; {bar.remaining} not measured (nothing stored for them): rerun the "
-                                     "same command when the device is back to resume\n")
-    return CampaignReport(
-        planned=len(plan.configs), measured=bar.done, skipped=bar.skipped, failed=bar.failed,
-        remaining=bar.remaining, elapsed_s=time.monotonic() - began, interrupted=interrupted,
-        failures=tuple(failures), stopped=stopped,
-    )
+    return run.report()
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import sys
 import time
 from typing import Any, TextIO
 
@@ -35,9 +34,9 @@ from advisor.store import Store
 from measure.campaign import (
     CampaignProgress,
     CampaignReport,
+    CampaignRun,
     Config,
     Plan,
-    _failed_row,
     _groups,
     _measure_isolated,
     _one_line,
@@ -220,14 +219,8 @@ def _run(plan: Plan, store: Store, client: Any, address: str, progress: bool | T
 
     stream = progress if not isinstance(progress, bool) else None
     bar = FarmProgress(len(todo), skipped, stream=stream, quiet=progress is False)
-    failures: list[tuple[str, str, str]] = []
-    interrupted = False
-    stopped: str | None = None
-
-    def fail(config: Config, key: str | None, error: str) -> None:
-        store.append([_failed_row(config, device_id, key, error)])
-        failures.append((config.model, config.technique, error))
-        bar.finish(False, error)
+    run = CampaignRun(plan, store, device_id, bar, stream, began)
+    fail = run.fail
 
     pending: dict[Any, list] = {}
     try:
@@ -257,31 +250,23 @@ def _run(plan: Plan, store: Store, client: Any, address: str, progress: bool | T
             try:
                 outcomes = _parse_results(future.result()["results"])
             except DeviceUnreachableError as exc:
-                stopped = _one_line(exc)
+                run.stopped = _one_line(exc)
                 break
             except KilledWorker as exc:  # the group took down every worker it was tried on
                 for config, key, _ in group:
                     fail(config, key, f"the Dask worker measuring it died (a native crash?): {_one_line(exc)}")
                 continue
             except Exception as exc:  # noqa: BLE001 - the cluster, not the configuration: stop, rerun resumes
-                stopped = f"the cluster lost the group: {_one_line(exc)}"
+                run.stopped = f"the cluster lost the group: {_one_line(exc)}"
                 break
             _store_group(store, group, outcomes, ok_ids, fail, bar)
             if pending:
                 bar.stage(f"{len(pending)} group(s) still on the cluster")
     except KeyboardInterrupt:
-        interrupted = True
+        run.interrupted = True
     finally:
         if pending:
             client.cancel(list(pending))
         bar.close()
-    if stopped is not None:
-        (stream or sys.stderr).write(f"campaign stopped: {stopped}\n  {bar.done} configuration(s) measured and "
-                                     f"stored; {bar.remaining} not measured (nothing stored for them): rerun the "
-                                     "same command to resume\n")
-    return CampaignReport(
-        planned=len(plan.configs), measured=bar.done, skipped=bar.skipped, failed=bar.failed,
-        remaining=bar.remaining, elapsed_s=time.monotonic() - began, interrupted=interrupted,
-        failures=tuple(failures), stopped=stopped,
-    )
+    return run.report()
 
