@@ -88,13 +88,14 @@ class Recommendation:
     predictor: dict[str, Any]
     nearest: dict[str, Any] | None = None
     rejected: dict[str, str] = field(default_factory=dict)
+    search: dict[str, Any] | None = None  # --search layerwise: best layer-wise and whole-model plans
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "device": self.device, "constraints": self.constraints.to_dict(),
                 "decision": self.decision, "technique": self.technique, "predicted": self.predicted,
                 "baseline": self.baseline, "alternatives": self.alternatives, "pareto": self.pareto,
                 "explanation": self.explanation, "rejected": self.rejected, "nearest": self.nearest,
-                "predictor": self.predictor}
+                "predictor": self.predictor, "search": self.search}
 
 
 class Advisor:
@@ -145,8 +146,11 @@ class Advisor:
                   budget_mj: float | None = None, max_size_mb: float | None = None,
                   max_accuracy_drop: float | None = None, objective: str = "accuracy",
                   confidence: float = 0.9, top: int = 5, threads: int = 1,
-                  input_size: int | None = None) -> Recommendation:
-        """Keep, compress (how) or infeasible, for `model` on `device` under the constraints."""
+                  input_size: int | None = None, search: str = "whole") -> Recommendation:
+        """Keep, compress (how) or infeasible, for `model` on `device` under the constraints.
+
+        `search="layerwise"` also searches plans that treat layers differently (`advisor.search`)
+        and reports the best of them beside the best whole-model plan."""
         from advisor.lookup import device_fingerprint
 
         constraints = Constraints(budget_ms, budget_mj, max_size_mb, max_accuracy_drop, objective, confidence)
@@ -157,7 +161,15 @@ class Advisor:
         profile = profile_for(model, input_size)
         predictor = self.bundle.predictor
         fp, device_note = device_fingerprint(device, predictor)
+        if search not in SEARCH_MODES:
+            raise OptionError(f"unknown --search '{search}' (valid: {', '.join(SEARCH_MODES)})")
         specs = list(candidate_specs())
+        searched = None
+        if search == "layerwise":
+            from advisor.search import search_layerwise
+
+            searched = search_layerwise(profile, lambda batch: self.score(profile, batch, fp, threads), constraints)
+            specs += [s for s in searched.specs if s not in set(specs)]
         pred = self.score(profile, specs, fp, threads)
         if "latency_ms" not in pred:
             raise OptionError("the predictor bundle has no latency model for compressed plans: train it on more rows")
@@ -191,6 +203,10 @@ class Advisor:
                                "extrapolates from other architectures")
         if "accuracy_delta_pp" not in pred:
             explanation.append("warning: no accuracy model: accuracy changes are unknown")
+        search_out = None
+        if searched is not None:
+            search_out = _compare_search(specs, pred, constraints, searched, bands)
+            explanation += search_out.pop("lines")
         nearest = None
         if verdict["decision"] == "infeasible":
             nearest = {"technique": specs[best], "misses": {t: float(m[best]) for t, m in verdict["misses"].items()
@@ -199,7 +215,7 @@ class Advisor:
             model=profile.model, device=device, constraints=constraints, decision=verdict["decision"],
             technique=None if verdict["decision"] == "keep" else specs[best],
             predicted=bands(best), baseline=bands(0), alternatives=alternatives, pareto=pareto,
-            explanation=explanation, rejected=verdict["reasons"], nearest=nearest,
+            explanation=explanation, rejected=verdict["reasons"], nearest=nearest, search=search_out,
             predictor={"version": self.bundle.version, "rows_device": device_rows, "rows_family": family_rows,
                        "rows_total": int(summary.get("rows", 0)), "candidates": len(specs),
                        "calibration": None if calibration is None else {
@@ -207,6 +223,30 @@ class Advisor:
                            "reference_rows": int((calibration.metrics.get("after") or {}).get("n", 0)),
                            "loo_within_10pct": (calibration.metrics.get("after") or {}).get("within_10pct")}},
         )
+
+
+SEARCH_MODES = ("whole", "layerwise")
+
+
+def _compare_search(specs: list[str], pred: dict[str, np.ndarray], constraints: Constraints, searched,
+                    bands) -> dict[str, Any]:
+    """The best layer-wise plan against the best whole-model plan, each decided on its own."""
+    from advisor.techniques import Pipeline
+
+    layerwise = [Pipeline.parse(s).is_layerwise for s in specs]
+    out: dict[str, Any] = {"mode": "layerwise", **searched.to_dict()}
+    lines = [f"layer-wise search: {searched.evaluated} plans scored in {searched.seconds:.1f} s"]
+    for kind, members in (("whole_model", [i for i, lw in enumerate(layerwise) if not lw]),
+                          ("layerwise", [0] + [i for i, lw in enumerate(layerwise) if lw])):
+        sub = {t: q[members] for t, q in pred.items()}
+        v = decide([specs[i] for i in members], sub, constraints)
+        i = members[v["choice"]]
+        out[kind] = {"technique": specs[i], "decision": v["decision"], "predicted": bands(i)}
+        lat = pred["latency_ms"][i, 1]
+        acc = pred["accuracy_delta_pp"][i, 1] if "accuracy_delta_pp" in pred else float("nan")
+        lines.append(f"best {kind.replace('_', '-')} plan: {specs[i]} ({v['decision']}; {lat:.3g} ms, "
+                     f"{acc:+.2f} pp median)")
+    return {**out, "lines": lines}
 
 
 def _ranked(pred: dict[str, np.ndarray], objective: str) -> list[int]:

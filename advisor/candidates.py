@@ -13,6 +13,8 @@ from advisor.techniques import Pipeline
 SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)
 CLUSTERS = (8, 16, 32, 64)
 QUANTIZERS = ("ptq-dynamic", "ptq-float16", "ptq-int8", "qat-int8")
+#: Structural steps (a thinner student, factorised layers), alone and under the numeric steps.
+STRUCTURES = ("lowrank:0.25", "lowrank:0.5", "distill:0.5", "distill:0.75")
 
 
 @functools.cache
@@ -25,6 +27,8 @@ def candidate_specs() -> tuple[str, ...]:
     out += [f"{c}+{q}" for c in clusters for q in QUANTIZERS]
     out += [f"{p}+{c}" for p in prunes for c in clusters]
     out += [f"{p}+{c}+{q}" for p in prunes for c in clusters for q in ("ptq-int8", "qat-int8")]
+    out += list(STRUCTURES) + [f"{st}+{q}" for st in STRUCTURES for q in QUANTIZERS]
+    out += [f"{st}+prune:{sp:g}+{q}" for st in STRUCTURES for sp in (0.5, 0.8) for q in ("ptq-int8", "qat-int8")]
     return tuple(Pipeline.parse(s).spec for s in out)
 
 
@@ -32,4 +36,6 @@ def family_of(spec: str) -> str:
     """The family a candidate belongs to, for explanations: its steps' names without settings."""
     if spec == "none":
         return "none"
-    return "+".join(s.name for s in Pipeline.parse(spec).steps)
+    pipeline = Pipeline.parse(spec)
+    names = list(dict.fromkeys(s.name for s in pipeline.steps))
+    return "+".join(names) + (" (layer-wise)" if pipeline.is_layerwise else "")

@@ -295,6 +295,8 @@ def recommend(
                                                            "device, compare, and store the rows.")] = False,
     data: Annotated[Optional[str], typer.Option("--data", help="Labelled data for --verify's accuracy.")] = None,
     store: Annotated[Path, typer.Option(help="Dataset store --verify appends to.")] = DEFAULT_STORE,
+    search: Annotated[str, typer.Option(help="whole: whole-model plans; layerwise: also search plans that "
+                                             "treat layers differently (a few seconds).")] = "whole",
     as_json: JsonOpt = False,
 ) -> None:
     """Keep, compress (and how), or infeasible: the predicted answer, explained."""
@@ -305,7 +307,7 @@ def recommend(
     rec = Advisor.load(bundle).recommend(model, device, budget_ms=budget_ms, budget_mj=budget_mj,
                                          max_size_mb=max_size_mb, max_accuracy_drop=max_accuracy_drop,
                                          objective=objective, confidence=confidence, top=top, threads=threads,
-                                         input_size=input_size)
+                                         input_size=input_size, search=search)
     out = rec.to_dict()
     if plot is not None:
         from advisor.plot import pareto_png

@@ -127,6 +127,18 @@ def _spec_keys(X: np.ndarray) -> np.ndarray:
     return np.array([row.tobytes() for row in block], dtype=object)
 
 
+PLAN_KINDS = ("whole-model", "structural", "layer-wise")
+
+
+def plan_kinds(X: np.ndarray) -> np.ndarray:
+    """Per row: "structural" (distill / lowrank steps), "layer-wise" (a numeric step on some layers
+    only) or "whole-model"."""
+    structural = np.any(np.nan_to_num(X[:, F.STRUCTURE_BLOCK]) != 0, axis=1)
+    cover = X[:, [F.INDEX[f"cover_{k}"] for k in F.LAYERWISE_KINDS]]
+    layerwise = np.any((cover > 0) & (cover < 1), axis=1)
+    return np.where(structural, "structural", np.where(layerwise, "layer-wise", "whole-model"))
+
+
 def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: str = "family", seed: int = 0,
              folds: int = 5, params: Mapping[str, Any] | None = None,
              fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
@@ -141,7 +153,8 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
     Returns:
         {"split", "targets": {"latency"|"size"|"energy": {"within_5pct", "within_10pct", "within_25pct",
         "mape", "spearman", "interval_coverage_80", "n"}, "accuracy_drop": {"mae_pp", "within_1pp", "n"}},
-        "baselines": {"flops_proxy": {"latency": {"within_10pct", "mape"}}}}, plus "notes" (a
+        "baselines": {"flops_proxy": {"latency": {"within_10pct", "mape"}}}, "by_plan": {"whole-model" |
+        "structural" | "layer-wise": {"latency", "size", "accuracy_drop"}}}, plus "notes" (a
         list of strings) when something could not be evaluated. Scores are None where n is 0.
 
     Raises:
@@ -170,26 +183,35 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
         if len(test) == 0:
             continue
         pred = model.predict(test.X)
+        kinds = plan_kinds(test.X)
         for target, (mask, y) in _natural_truth(test).items():
             if target in pred and mask.any():
-                pooled[target].append((y[mask], pred[target][mask]))
+                pooled[target].append((y[mask], pred[target][mask], kinds[mask]))
         lat = test.measured & np.isfinite(test.latency) & (test.latency > 0)
         proxy.append((test.latency[lat], flops_proxy(train, test)[lat]))
 
-    def joined(target: str) -> tuple[np.ndarray, np.ndarray]:
+    def joined(target: str, kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         parts = pooled[target]
         if not parts:
             return np.zeros(0), np.zeros((0, 3))
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        y, q = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        if kind is None:
+            return y, q
+        keep = np.concatenate([p[2] for p in parts]) == kind
+        return y[keep], q[keep]
 
     targets: dict[str, Any] = {t: _ratio_metrics(*joined(t)) for t in RATIO_TARGETS}
     targets["accuracy_drop"] = _accuracy_metrics(*joined("accuracy_delta"))
+    by_plan = {kind: {"latency": _ratio_metrics(*joined("latency", kind)),
+                      "size": _ratio_metrics(*joined("size", kind)),
+                      "accuracy_drop": _accuracy_metrics(*joined("accuracy_delta", kind))} for kind in PLAN_KINDS}
     y = np.concatenate([p[0] for p in proxy]) if proxy else np.zeros(0)
     guess = np.concatenate([p[1] for p in proxy]) if proxy else np.zeros(0)
     base = _ratio_metrics(y, np.column_stack([guess, guess, guess]) if len(y) else np.zeros((0, 3)))
     result: dict[str, Any] = {
         "split": split, "targets": targets,
         "baselines": {"flops_proxy": {"latency": {"within_10pct": base["within_10pct"], "mape": base["mape"]}}},
+        "by_plan": by_plan,
     }
     for name, metrics in targets.items():
         if metrics["n"] == 0 and n_folds:
@@ -205,7 +227,7 @@ def _natural_truth(d: TrainingData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "latency": (d.measured & np.isfinite(d.latency) & (d.latency > 0), d.latency),
             "size": (d.measured & np.isfinite(d.size) & (d.size > 0), d.size),
             "energy": (d.measured & np.isfinite(d.energy) & (d.energy > 0), d.energy),
-            "accuracy_delta": (~d.baseline & np.isfinite(d.accuracy), d.accuracy),
+            "accuracy_delta": (~F.is_original(d.X) & np.isfinite(d.accuracy), d.accuracy),
         }
 
 
@@ -229,6 +251,13 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
     fp = result["baselines"]["flops_proxy"]["latency"]
     lines.append(f"  FLOPs-proportional latency: ±10% {pct(fp['within_10pct']).strip()}, "
                  f"MAPE {pct(fp['mape']).strip()}")
+    for kind, m in (result.get("by_plan") or {}).items():
+        lat, size, acc = m["latency"], m["size"], m["accuracy_drop"]
+        if lat["n"] or acc["n"]:
+            mae = "-" if acc["mae_pp"] is None else f"{acc['mae_pp']:.2f} pp"
+            lines.append(f"  {kind + ' plans:':<20} latency n {lat['n']}, ±10% {pct(lat['within_10pct']).strip()}, "
+                         f"±25% {pct(lat['within_25pct']).strip()}, p10-p90 {pct(lat['interval_coverage_80']).strip()}"
+                         f"; size ±5% {pct(size['within_5pct']).strip()}; accuracy n {acc['n']}, MAE {mae}")
     for note in result.get("notes", []):
         lines.append(f"  note: {note}")
     return lines

@@ -2,7 +2,7 @@
 
 `FEATURE_NAMES` is the schema: a fixed, ordered tuple whose hash (`schema_hash()`) goes in
 every bundle's card, so a bundle trained on another schema is refused rather than misread.
-It has five blocks, each filled from one source:
+It has six blocks, each filled from one source:
 
   profile    the network: MACs, parameters, activation elements (sum of output elements: the
              memory traffic a kernel writes) and op counts, in total and per layer group (conv,
@@ -10,8 +10,14 @@ It has five blocks, each filled from one source:
              layer size (small kernels run below peak), pointwise-conv work, shares of the
              work by group, arithmetic intensity, input size, domain, and log10 versions of the
              big totals;
-  technique  the compression pipeline, from `Pipeline.features()` (kind flags, bits, sparsity,
-             structure, clusters, step order), plus effective weight/activation bits;
+  technique  the numeric steps of the pipeline, from `Pipeline.features()` (kind flags, bits,
+             sparsity, structure, clusters, step order), plus effective weight/activation bits
+             and, per kind, the share of weights and MACs its steps cover (1 for whole-model
+             steps; less in a layer-wise plan, `layerwise_features`);
+  structure  the structural steps (distill:W, lowrank:R): their settings, the share of weights
+             factorised, and parameter and MAC ratios of the network they build to the original.
+             The profile block of such a row is that built network's (`advisor.layers.transform`),
+             so its latency is predicted as a network's, and the numeric steps as a ratio to it;
   device     the hardware: threads, CPUs, architecture, memory, accelerator, ISA flags;
   context    where a row comes from (`source_published`);
   derived    products across blocks (parameter bytes at the pipeline's weight width, non-zero
@@ -115,29 +121,44 @@ def _profile_names() -> tuple[str, ...]:
 
 
 def _technique_names() -> tuple[str, ...]:
-    steps = [cls for cls in TECHNIQUES if cls.kind != "none"]
+    steps = [cls for cls in TECHNIQUES if cls.kind != "none" and not cls.structural]
     has = tuple(f"has_{_key(cls.name)}" for cls in steps)
     kinds = tuple(dict.fromkeys(cls.kind for cls in steps))
     step_keys: set[str] = set()
     for cls in steps:
         step_keys.update(cls().features())  # every technique has default parameters
+    cover = tuple(f"cover_{k}{m}" for k in LAYERWISE_KINDS for m in ("", "_macs"))
     return ("n_steps", *has, *(f"order_{k}" for k in kinds), *(f"kind_{k}" for k in kinds),
-            *sorted(step_keys), "eff_weight_bits", "eff_act_bits", "density", "cluster_bits")
+            *sorted(step_keys), "eff_weight_bits", "eff_act_bits", "density", "cluster_bits", *cover)
+
+
+def _structure_names() -> tuple[str, ...]:
+    steps = [cls for cls in TECHNIQUES if cls.structural]
+    keys: set[str] = set()
+    for cls in steps:
+        keys.update(cls().features())
+    return (*(f"has_{_key(cls.name)}" for cls in steps), *sorted(keys), "cover_factorize",
+            "structure_params_ratio", "structure_macs_ratio")
 
 
 def _key(name: str) -> str:
     return name.replace("-", "_").replace(":", "_")
 
 
+#: Numeric step kinds a layer-wise plan may give to some layers only: their coverage is a feature.
+LAYERWISE_KINDS = ("prune", "cluster", "quantize")
+
 PROFILE_NAMES = _profile_names()
 TECHNIQUE_NAMES = _technique_names()
+STRUCTURE_NAMES = _structure_names()
 DEVICE_NAMES = ("threads", "logical_cpus", "physical_cores", "thread_share", "memory_gib", "accelerator",
                 "arch_x86_64", "arch_aarch64", "arch_arm32", *(f"isa_{f}" for f in ISA_FEATURES))
 CONTEXT_NAMES = ("source_published",)
 DERIVED_NAMES = ("param_bytes", "param_nonzero", "param_sparse")
 
 #: The feature schema: every matrix the predictor sees has these columns, in this order.
-FEATURE_NAMES: tuple[str, ...] = PROFILE_NAMES + TECHNIQUE_NAMES + DEVICE_NAMES + CONTEXT_NAMES + DERIVED_NAMES
+FEATURE_NAMES: tuple[str, ...] = (PROFILE_NAMES + TECHNIQUE_NAMES + STRUCTURE_NAMES + DEVICE_NAMES + CONTEXT_NAMES
+                                  + DERIVED_NAMES)
 
 INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 if len(INDEX) != len(FEATURE_NAMES):  # pragma: no cover - a programming error
@@ -150,6 +171,7 @@ def _block(names: tuple[str, ...]) -> slice:
 
 
 PROFILE_BLOCK, TECHNIQUE_BLOCK = _block(PROFILE_NAMES), _block(TECHNIQUE_NAMES)
+STRUCTURE_BLOCK = _block(STRUCTURE_NAMES)
 DEVICE_BLOCK, CONTEXT_BLOCK, DERIVED_BLOCK = _block(DEVICE_NAMES), _block(CONTEXT_NAMES), _block(DERIVED_NAMES)
 
 
@@ -305,31 +327,152 @@ def partial_profile_features(macs: float | None, params: float | None, input_siz
 def technique_features(pipeline: Pipeline | str) -> dict[str, float]:
     """The technique block for one pipeline (or spec string), every name in `TECHNIQUE_NAMES`.
 
+    It describes the numeric steps (prune, cluster, quantize) as if each applied to the whole
+    model; `layerwise_features` corrects it for steps given to some layers only.
+
     Raises:
         SpecError: a malformed spec string.
     """
     if isinstance(pipeline, str):
         pipeline = Pipeline.parse(pipeline)
-    raw = pipeline.features()
+    numerics = pipeline.numerics
+    raw = numerics.features()
     out = {name: float(raw.get(name, 0.0)) for name in TECHNIQUE_NAMES}
-    for step in pipeline.steps:
+    for step in numerics.steps:
         if step.kind != "none":
             out[f"kind_{step.kind}"] = 1.0
+            if step.kind in LAYERWISE_KINDS:
+                out[f"cover_{step.kind}"] = out[f"cover_{step.kind}_macs"] = 1.0
+    _derive_technique(out)
+    return out
+
+
+def _derive_technique(out: dict[str, float]) -> None:
     out["eff_weight_bits"] = out.get("weight_bits") or 32.0
     out["eff_act_bits"] = out.get("act_bits") or 32.0
+    if out.get("cover_quantize", 1.0) < 1.0 and out.get("weight_bits"):
+        c = out["cover_quantize"]  # the layers left out stay float32
+        out["eff_weight_bits"] = out["weight_bits"] * c + 32.0 * (1.0 - c)
+        out["eff_act_bits"] = out["act_bits"] * out["cover_quantize_macs"] + 32.0 * (1.0 - out["cover_quantize_macs"])
     out["density"] = 1.0 - out.get("sparsity", 0.0)
     clusters = out.get("clusters", 0.0)
-    out["cluster_bits"] = math.log2(clusters) if clusters else 0.0
+    if "cluster_bits" not in out or not out.get("cluster_bits"):
+        out["cluster_bits"] = math.log2(clusters) if clusters else 0.0
+
+
+def layerwise_features(profile: ModelProfile, pipeline: Pipeline) -> dict[str, float]:
+    """The technique block of a pipeline whose numeric steps name their layers, on `profile` (the
+    network they act on): per kind, the share of weights and of MACs its steps cover, and
+    sparsity, cluster bits and weight width averaged over all weights (uncovered layers count as
+    dense, unclustered, float32)."""
+    from advisor.layers import assign, weighted
+
+    out = technique_features(pipeline)
+    layers = {ly.name: ly for ly in weighted(profile)}
+    total_p = float(sum(ly.params for ly in layers.values())) or 1.0
+    total_m = float(sum(ly.macs for ly in layers.values())) or 1.0
+    numerics = pipeline.numerics.steps
+    for kind in LAYERWISE_KINDS:
+        steps = [st for st in numerics if st.kind == kind]
+        if not steps or (len(steps) == 1 and steps[0].layers == "all"):
+            continue
+        taken = assign(profile, steps)
+        p = {n: float(layers[n].params) for n in taken if n in layers}
+        out[f"cover_{kind}"] = sum(p.values()) / total_p
+        out[f"cover_{kind}_macs"] = sum(float(layers[n].macs) for n in p) / total_m
+        feats = [(taken[n].features(), w) for n, w in p.items()]
+        if kind == "prune":
+            out["sparsity"] = sum(f.get("sparsity", 0.0) * w for f, w in feats) / total_p
+            out["structured"] = float(any(f.get("structured") for f, _ in feats))
+        elif kind == "cluster":
+            bits = sum(math.log2(f["clusters"]) * w for f, w in feats) / max(sum(p.values()), 1.0)
+            out["cluster_bits"], out["clusters"] = bits, 2.0 ** bits
+    _derive_technique(out)
+    return out
+
+
+def structure_features(pipeline: Pipeline, profile: ModelProfile | None = None,
+                       built: ModelProfile | None = None) -> dict[str, float]:
+    """The structure block: which structural steps the pipeline has, their settings, and (with the
+    original `profile` and the `built` one) the share of weights factorised and the ratios of
+    parameters and MACs of the network they build to the original's."""
+    out = dict.fromkeys(STRUCTURE_NAMES, 0.0)
+    for step in pipeline.structure.steps:
+        if step.name == "none":
+            continue
+        out[f"has_{_key(step.name)}"] = 1.0
+        out.update(step.features())
+        if step.name == "lowrank":
+            out["cover_factorize"] = 1.0
+    if pipeline.is_structural:
+        out["structure_params_ratio"] = out["structure_macs_ratio"] = 1.0
+        if profile is not None and built is not None:
+            out["structure_params_ratio"] = built.params / profile.params if profile.params else 1.0
+            out["structure_macs_ratio"] = built.macs / profile.macs if profile.macs else 1.0
+            lowrank = [st for st in pipeline.structure.steps if st.name == "lowrank"]
+            if lowrank:
+                from advisor.layers import select, weighted
+
+                names = {ly.name for ly in built.layers if ly.name.endswith("_lr1")}
+                chosen = select(profile, lowrank[0].layers)
+                both = [ly for ly in weighted(profile) if ly.name in chosen and f"{ly.name}_lr1" in names]
+                total = sum(ly.params for ly in weighted(profile)) or 1
+                out["cover_factorize"] = sum(ly.params for ly in both) / total
     return out
 
 
 @lru_cache(maxsize=4096)
 def technique_vector(spec: str) -> np.ndarray:
-    """The technique block of one spec as a read-only vector (cached per spec)."""
+    """The technique block of one spec as a read-only vector (cached per spec), every step taken
+    as whole-model (see `pipeline_vectors` for layer-wise and structural plans)."""
     feats = technique_features(spec)
     vec = np.array([feats[n] for n in TECHNIQUE_NAMES], dtype=np.float64)
     vec.setflags(write=False)
     return vec
+
+
+@lru_cache(maxsize=4096)
+def _structure_default(spec: str) -> np.ndarray:
+    vec = _vector(structure_features(Pipeline.parse(spec)), STRUCTURE_NAMES)
+    vec.setflags(write=False)
+    return vec
+
+
+def needs_profile(spec: str) -> bool:
+    """Whether a spec's features depend on the network (structural or layer-wise steps)."""
+    return "@" in spec or Pipeline.parse(spec).is_structural
+
+
+@lru_cache(maxsize=8192)
+def pipeline_vectors(profile: ModelProfile, spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(profile, technique, structure) blocks of `spec` on `profile`: the profile block is that of
+    the network the structural steps build (`advisor.layers.transform`), and layer-wise steps are
+    featurised on it. Read-only vectors, cached per (profile, spec)."""
+    pipeline = Pipeline.parse(spec)
+    built, pv, sv = _built(profile, pipeline.structure.spec)
+    tf = layerwise_features(built, pipeline) if pipeline.is_layerwise else technique_features(pipeline)
+    tv = np.array([tf[n] for n in TECHNIQUE_NAMES], dtype=np.float64)
+    tv.setflags(write=False)
+    return pv, tv, sv
+
+
+@lru_cache(maxsize=256)
+def _built(profile: ModelProfile, structure: str) -> tuple[ModelProfile, np.ndarray, np.ndarray]:
+    """The network a structure spec builds from `profile`, its profile block and structure block."""
+    from advisor.layers import transform
+
+    pipeline = Pipeline.parse(structure)
+    built = transform(profile, pipeline) if pipeline.is_structural else profile
+    pv = profile_vector(built)
+    sv = _vector(structure_features(pipeline, profile, built), STRUCTURE_NAMES)
+    for v in (pv, sv):
+        v.setflags(write=False)
+    return built, pv, sv
+
+
+def built_profile(profile: ModelProfile, spec: str) -> ModelProfile:
+    """The network `spec`'s structural steps build from `profile` (itself if it has none)."""
+    return _built(profile, Pipeline.parse(spec).structure.spec)[0]
 
 
 def _spec(pipeline: Pipeline | str) -> str:
@@ -415,12 +558,22 @@ def fill_derived(X: np.ndarray) -> np.ndarray:
     return X
 
 
+def _blocks(profile: ModelProfile | np.ndarray, pv: np.ndarray, spec: str
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not needs_profile(spec):
+        return pv, technique_vector(spec), _structure_default(spec)
+    if isinstance(profile, np.ndarray):
+        raise ValueError(f"'{spec}' is featurised on the network's layers: pass its ModelProfile, not a vector")
+    return pipeline_vectors(profile, spec)
+
+
 def feature_matrix(profile: ModelProfile | np.ndarray, pipelines: Sequence[Pipeline | str],
                    device_feats: Mapping[str, float] | np.ndarray) -> np.ndarray:
     """Feature rows for many candidate pipelines of one model on one device, shape (n, F).
 
     Args:
-        profile: the network (or its `profile_vector`, to skip recomputing it).
+        profile: the network (or its `profile_vector`, to skip recomputing it, if no pipeline has
+            structural or layer-wise steps).
         pipelines: `Pipeline` objects or spec strings.
         device_feats: `device_features(fp, threads)` (or its `device_vector`).
 
@@ -432,30 +585,37 @@ def feature_matrix(profile: ModelProfile | np.ndarray, pipelines: Sequence[Pipel
     specs = [_spec(p) for p in pipelines]
     unique: dict[str, int] = {}
     index = np.fromiter((unique.setdefault(s, len(unique)) for s in specs), dtype=np.int64, count=len(specs))
-    table = np.stack([technique_vector(s) for s in unique]) if unique else np.zeros((0, len(TECHNIQUE_NAMES)))
     X = np.empty((len(specs), len(FEATURE_NAMES)), dtype=np.float64)
-    X[:, PROFILE_BLOCK] = pv
-    X[:, TECHNIQUE_BLOCK] = table[index] if len(specs) else table
     X[:, DEVICE_BLOCK] = dv
     X[:, CONTEXT_BLOCK] = 0.0
+    if not len(specs):
+        return X
+    blocks = [_blocks(profile, pv, s) for s in unique]
+    if all(b[0] is pv for b in blocks):
+        X[:, PROFILE_BLOCK] = pv
+    else:
+        X[:, PROFILE_BLOCK] = np.stack([b[0] for b in blocks])[index]
+    X[:, TECHNIQUE_BLOCK] = np.stack([b[1] for b in blocks])[index]
+    X[:, STRUCTURE_BLOCK] = np.stack([b[2] for b in blocks])[index]
     return fill_derived(X)
 
 
 def as_baseline(X: np.ndarray) -> np.ndarray:
-    """A copy of X with every row's pipeline replaced by the uncompressed baseline ('none')."""
+    """A copy of X with every row's numeric steps removed: the float network its structural steps
+    built (the original network, for plans without any), uncompressed."""
     Xb = np.array(X, dtype=np.float64, copy=True)
     Xb[:, TECHNIQUE_BLOCK] = technique_vector("none")
     return fill_derived(Xb)
 
 
 def technique_only(X: np.ndarray) -> np.ndarray:
-    """X with every column outside the technique and context blocks set to 0: what a booster
-    that must not tell networks or devices apart reads (the accuracy change; see
+    """X with every column outside the technique, structure and context blocks set to 0: what a
+    booster that must not tell networks or devices apart reads (the accuracy change; see
     `advisor.predictor`). The context (`source_published`) stays: published rows are told apart."""
     X = np.asarray(X, dtype=np.float64)
     out = np.zeros_like(X)
-    out[:, TECHNIQUE_BLOCK] = X[:, TECHNIQUE_BLOCK]
-    out[:, CONTEXT_BLOCK] = X[:, CONTEXT_BLOCK]
+    for block in (TECHNIQUE_BLOCK, STRUCTURE_BLOCK, CONTEXT_BLOCK):
+        out[:, block] = X[:, block]
     return out
 
 
@@ -473,8 +633,14 @@ def profile_keys(X: np.ndarray) -> np.ndarray:
 
 
 def is_baseline(X: np.ndarray) -> np.ndarray:
-    """Per row: does its technique block describe the uncompressed baseline?"""
+    """Per row: no numeric steps (a float network: the original, or one structural steps built).
+    What the latency of such a row is predicted from is its profile alone."""
     return X[:, INDEX["n_steps"]] == 0
+
+
+def is_original(X: np.ndarray) -> np.ndarray:
+    """Per row: the original network, uncompressed (no step at all): its accuracy change is 0."""
+    return is_baseline(X) & ~np.any(np.nan_to_num(X[:, STRUCTURE_BLOCK]) != 0, axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,7 +703,12 @@ def rows_matrix(rows: Any, profiles: Mapping[str, ModelProfile],
                    plain_value(r.get("domain")))
             X[i, PROFILE_BLOCK] = cached(key, lambda k=key: _vector(partial_profile_features(*k[1:]),
                                                                    PROFILE_NAMES))
-        X[i, TECHNIQUE_BLOCK] = technique_vector(str(r.get("technique") or "none"))
+        spec = str(r.get("technique") or "none")
+        if prof is not None and needs_profile(spec):
+            X[i, PROFILE_BLOCK], X[i, TECHNIQUE_BLOCK], X[i, STRUCTURE_BLOCK] = pipeline_vectors(prof, spec)
+        else:
+            X[i, TECHNIQUE_BLOCK] = technique_vector(spec)
+            X[i, STRUCTURE_BLOCK] = _structure_default(spec)
         fp = row_fingerprint(r, fingerprints)
         threads = plain_value(r.get("threads")) or 1
         dkey = ("d", plain_value(r.get("fingerprint_id")), tuple(sorted((k, str(v)) for k, v in fp.items())), threads)

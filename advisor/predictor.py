@@ -33,6 +33,12 @@ walk at answer time for the same held-out quality) trained on its own rows:
                   by the baseline prior's time in each group: measured here, int8 convolutions
                   run several times faster while int8 depthwise and recurrent kernels run slower,
                   so a network's int8 ratio follows its mix of layers.
+                  Structural plans (distill:W, lowrank:R) build another float network: its row's
+                  profile block is that network's (`advisor.layers`), so a structural plan alone
+                  is a baseline row of the network it built (latency_base learns it), and its
+                  numeric steps are a ratio to that network, measured against it in the same rounds
+                  (`measure.runner`). Layer-wise plans are numeric plans whose technique block says
+                  how much of the weights and MACs each kind of step covers.
   power           log(energy / latency), the average power in W: flatter across networks than
                   energy. Energy is predicted only on machines whose rows had it (else NaN).
   size            log(size / prior), on every measured row; the prior is the weights' stored
@@ -42,9 +48,9 @@ walk at answer time for the same held-out quality) trained on its own rows:
                   the trees learn what the prior misses, e.g. int32 biases).
   size_gzip       the same for the gzip-compressed file, where pruning and clustering show.
   accuracy_delta  percentage points, on compressed rows with a measured or published change,
-                  from the technique block and `source_published` alone
+                  from the technique and structure blocks and `source_published` alone
                   (`features.technique_only`: profile features overfit to the families seen).
-                  The baseline's change is 0 by definition.
+                  The original network's change is 0 by definition (`features.is_original`).
 
 Latency and size are learned from measured rows only; published rows feed the accuracy
 component and nothing else. Two components that make one target (latency_base and
@@ -594,7 +600,7 @@ def _select_size(column: str) -> Callable[[TrainingData, Mapping[str, Prior]], t
 
 
 def _select_accuracy(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
-    rows = ~d.baseline & np.isfinite(d.accuracy)
+    rows = ~F.is_original(d.X) & np.isfinite(d.accuracy)
     return COMPONENTS["accuracy_delta"].inputs(d.X[rows]), d.accuracy[rows]
 
 
@@ -1031,13 +1037,12 @@ class _Model:
                 out[name] = q + log_size_prior
         q = self._q("accuracy_delta", X)
         if q is not None:
-            q[base] = 0.0
+            q[F.is_original(X)] = 0.0
             out["accuracy_delta"] = q
         return out
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Calibrated quantiles per target, in natural units."""
-        base = F.is_baseline(X)
         familiar = None
         out = {}
         for target, q in self.raw(X).items():
@@ -1054,7 +1059,7 @@ class _Model:
                         hi[rows] += shift["hi"]
                 q = np.column_stack([np.minimum(lo, q[:, 1]), q[:, 1], np.maximum(hi, q[:, 1])])
                 if target == "accuracy_delta":
-                    q[base] = 0.0
+                    q[F.is_original(X)] = 0.0
             out[target] = np.exp(q) if TARGETS[target].log else q
         return out
 
@@ -1067,7 +1072,7 @@ def _truth(d: TrainingData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "energy": (d.measured & _positive(d.energy), np.log(d.energy)),
             "size": (d.measured & _positive(d.size), np.log(d.size)),
             "size_gzip": (d.measured & _positive(d.size_gzip), np.log(d.size_gzip)),
-            "accuracy_delta": (~d.baseline & np.isfinite(d.accuracy), d.accuracy),
+            "accuracy_delta": (~F.is_original(d.X) & np.isfinite(d.accuracy), d.accuracy),
         }
 
 

@@ -53,6 +53,14 @@ class ModelProfile:
     layers: tuple[LayerProfile, ...] = field(default_factory=tuple)
     version: int = PROFILE_VERSION
 
+    def __hash__(self) -> int:
+        # Hashed often (feature caches key on it) and never changed: compute it once.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.model, self.family, self.input_shape, self.num_classes, self.domain, self.layers))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
     @property
     def macs(self) -> int:
         return sum(layer.macs for layer in self.layers)

@@ -1,9 +1,16 @@
 """Compression techniques: one registry, one spec grammar.
 
 A spec is a `+`-separated list of steps in the order they are applied, for example
-`prune:0.8+ptq-int8` or `cluster:16+ptq-dynamic`. Each step is a frozen dataclass with its
-parameters; `Pipeline.parse` turns a spec into steps and `Pipeline.spec` prints it back in
-canonical form, so equal pipelines have equal specs (the spec is part of the config id).
+`prune:0.8+ptq-int8`, `cluster:16+ptq-dynamic` or `distill:0.5+prune:0.8+ptq-int8`. Each step is
+a frozen dataclass with its parameters; `Pipeline.parse` turns a spec into steps and
+`Pipeline.spec` prints it back in canonical form, so equal pipelines have equal specs (the spec
+is part of the config id).
+
+Structural steps (`distill:W`, `lowrank:R`) build a different float network (a thinner student,
+factorised layers) and come first; the numeric steps after them (prune, cluster, quantize) act on
+that network. A step may be given to some layers only, with a selector after `@` (see
+`advisor.layers`): `prune:0.9@dense+prune:0.5@conv+qat-int8@mid` is a layer-wise plan. Of several
+steps of one kind, each layer takes the first whose selector matches it.
 
 This module is TensorFlow-free: the advisor enumerates and featurises candidates with it.
 How each step is really applied to a Keras model lives in `measure.compress`.
@@ -12,7 +19,7 @@ How each step is really applied to a Keras model lives in `measure.compress`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from advisor.errors import SpecError
@@ -30,8 +37,14 @@ class Technique:
     kind: ClassVar[str]  # quantize | prune | cluster | none
     stage: ClassVar[str]  # TRAIN | CONVERT
     needs_finetune: ClassVar[bool] = False
+    #: Structural steps rebuild the network (its profile changes); numeric steps keep its shape.
+    structural: ClassVar[bool] = False
+    #: Whether the step may be limited to some layers with `@selector`.
+    layerwise: ClassVar[bool] = False
     forms: ClassVar[str]  # how the step is written, for error messages
     summary: ClassVar[str]
+    #: The layers the step applies to (`advisor.layers` grammar); "all" is the whole model.
+    layers: str = field(default="all", kw_only=True)
 
     @classmethod
     def parse(cls, arg: str | None) -> Technique:
@@ -41,7 +54,12 @@ class Technique:
 
     @property
     def spec(self) -> str:
-        return self.name
+        return self.name + self.at
+
+    @property
+    def at(self) -> str:
+        """The selector suffix of the spec ('' for the whole model)."""
+        return "" if self.layers == "all" else f"@{self.layers}"
 
     def features(self) -> dict[str, float]:
         """Numbers describing this step for the predictor (missing keys mean 0)."""
@@ -149,7 +167,8 @@ class QatInt8(Technique):
     kind = "quantize"
     stage = TRAIN
     needs_finetune = True
-    forms = "qat-int8"
+    layerwise = True
+    forms = "qat-int8[@layers]"
     summary = "quantization-aware training, then full-integer int8 conversion"
 
     def features(self) -> dict[str, float]:
@@ -164,7 +183,8 @@ class Prune(Technique):
     kind = "prune"
     stage = TRAIN
     needs_finetune = True
-    forms = "prune:S (0<S<1)"
+    layerwise = True
+    forms = "prune:S[@layers] (0<S<1)"
     summary = "unstructured magnitude pruning to sparsity S, fine-tuned"
 
     @classmethod
@@ -173,7 +193,7 @@ class Prune(Technique):
 
     @property
     def spec(self) -> str:
-        return f"prune:{self.sparsity:g}"
+        return f"prune:{self.sparsity:g}{self.at}"
 
     def features(self) -> dict[str, float]:
         return {"sparsity": self.sparsity}
@@ -186,7 +206,8 @@ class Prune24(Technique):
     kind = "prune"
     stage = TRAIN
     needs_finetune = True
-    forms = "prune-2:4"
+    layerwise = True
+    forms = "prune-2:4[@layers]"
     summary = "structured 2:4 pruning (two of every four weights zero), fine-tuned"
 
     def features(self) -> dict[str, float]:
@@ -201,7 +222,8 @@ class Cluster(Technique):
     kind = "cluster"
     stage = TRAIN
     needs_finetune = True
-    forms = "cluster:K (2<=K<=256)"
+    layerwise = True
+    forms = "cluster:K[@layers] (2<=K<=256)"
     summary = "weight clustering to K shared values per layer, fine-tuned"
 
     @classmethod
@@ -217,19 +239,110 @@ class Cluster(Technique):
 
     @property
     def spec(self) -> str:
-        return f"cluster:{self.clusters}"
+        return f"cluster:{self.clusters}{self.at}"
 
     def features(self) -> dict[str, float]:
         return {"clusters": float(self.clusters)}
 
 
-def _split_step(text: str) -> tuple[str, str | None]:
-    """'prune:0.8' -> ('prune', '0.8'); 'prune-2:4' is a name of its own."""
-    text = text.strip().lower()
+@TECHNIQUES.register
+@dataclass(frozen=True)
+class LowRank(Technique):
+    rank: float = 0.25
+    name = "lowrank"
+    kind = "factorize"
+    stage = TRAIN
+    needs_finetune = True
+    structural = True
+    layerwise = True
+    forms = "lowrank:R[@layers] (0<R<1)"
+    summary = ("truncated-SVD factorisation of dense layers and convolutions (a kxk convolution to rank "
+               "r, then a 1x1 one) at rank R of full rank, fine-tuned")
+
+    @classmethod
+    def parse(cls, arg: str | None) -> Technique:
+        return cls(round(_float_in(arg, "lowrank", 0.0, 1.0, "lowrank:0.25"), 4))
+
+    @property
+    def spec(self) -> str:
+        return f"lowrank:{self.rank:g}{self.at}"
+
+    def features(self) -> dict[str, float]:
+        return {"rank": self.rank}
+
+
+#: Distillation options: name -> (default, lowest, highest), written `distill:W,t=4,a=0.9`.
+DISTILL_OPTIONS = {"t": (4.0, 1.0, 20.0), "a": (0.9, 0.0, 1.0)}
+
+
+@TECHNIQUES.register
+@dataclass(frozen=True)
+class Distill(Technique):
+    width: float = 0.5
+    temperature: float = DISTILL_OPTIONS["t"][0]
+    alpha: float = DISTILL_OPTIONS["a"][0]
+    name = "distill"
+    kind = "distill"
+    stage = TRAIN
+    needs_finetune = True
+    structural = True
+    forms = "distill:W[,t=T][,a=A] (0<W<1; temperature T, soft-target weight A)"
+    summary = ("knowledge distillation into a student of the same family at width W (channels and units "
+               "times W), trained from scratch on the task's data with the teacher's soft targets")
+
+    @classmethod
+    def parse(cls, arg: str | None) -> Technique:
+        head, *options = (arg or "").split(",")
+        width = round(_float_in(head or None, "distill", 0.0, 1.0, "distill:0.5"), 4)
+        values = {k: v[0] for k, v in DISTILL_OPTIONS.items()}
+        for option in options:
+            key, sep, text = option.partition("=")
+            key = key.strip()
+            if not sep or key not in DISTILL_OPTIONS:
+                raise SpecError(f"unknown distill option {option.strip()!r}; options: t=T (temperature), "
+                                "a=A (weight of the soft targets), e.g. 'distill:0.5,t=4,a=0.9'")
+            _, lo, hi = DISTILL_OPTIONS[key]
+            try:
+                value = float(text)
+            except ValueError:
+                value = float("nan")
+            if not lo <= value <= hi:
+                raise SpecError(f"distill option {key} needs a number from {lo:g} to {hi:g}, got {text.strip()!r}")
+            values[key] = round(value, 4)
+        return cls(width, values["t"], values["a"])
+
+    @property
+    def spec(self) -> str:
+        extra = "".join(f",{k}={v:g}" for k, v in (("t", self.temperature), ("a", self.alpha))
+                        if v != DISTILL_OPTIONS[k][0])
+        return f"distill:{self.width:g}{extra}"
+
+    def features(self) -> dict[str, float]:
+        return {"width": self.width, "distill_t": self.temperature, "distill_a": self.alpha}
+
+
+def _split_step(text: str) -> tuple[str, str | None, str | None]:
+    """'prune:0.8@dense' -> ('prune', '0.8', 'dense'); 'prune-2:4' is a name of its own."""
+    text, at, layers = text.strip().lower().partition("@")
+    layers = layers.strip() if at else None
+    text = text.strip()
     if text in TECHNIQUES:
-        return text, None
+        return text, None, layers
     name, sep, arg = text.partition(":")
-    return name.strip(), (arg.strip() if sep else None)
+    return name.strip(), (arg.strip() if sep else None), layers
+
+
+def _parse_step(part: str) -> Technique:
+    from advisor.layers import canonical_selector
+
+    name, arg, layers = _split_step(part)
+    step = TECHNIQUES[name].parse(arg)
+    if layers is None:
+        return step
+    if not step.layerwise:
+        raise SpecError(f"'{step.name}' applies to the whole model and takes no '@layers' "
+                        f"(layer-wise steps: {', '.join(c.name for c in TECHNIQUES if c.layerwise)})")
+    return replace(step, layers=canonical_selector(layers))
 
 
 @dataclass(frozen=True)
@@ -247,8 +360,7 @@ class Pipeline:
         for part in spec.split("+"):
             if not part.strip():
                 raise SpecError(f"empty step in '{spec}'; valid forms: {TECHNIQUES.forms()}")
-            name, arg = _split_step(part)
-            steps.append(TECHNIQUES[name].parse(arg))
+            steps.append(_parse_step(part))
         pipeline = cls(tuple(s for s in steps if s.name != "none") if len(steps) > 1 else tuple(steps))
         if len(steps) > 1 and any(s.name == "none" for s in steps):
             raise SpecError(f"'none' cannot be combined with other techniques (in '{spec}')")
@@ -258,9 +370,26 @@ class Pipeline:
     def check(self) -> None:
         """Refuse combinations that make no sense, saying why."""
         kinds = [s.kind for s in self.steps]
-        for kind in ("quantize", "prune", "cluster"):
-            if kinds.count(kind) > 1:
-                raise SpecError(f"at most one {kind} step per pipeline (in '{self.spec}')")
+        for kind in ("quantize", "prune", "cluster", "factorize", "distill"):
+            same = [s for s in self.steps if s.kind == kind]
+            if len(same) > 1 and (same[0].structural
+                                  or not all(s.layerwise and s.layers != "all" for s in same[:-1])):
+                if same[0].structural:
+                    raise SpecError(f"at most one {same[0].name} step per pipeline (in '{self.spec}')")
+                raise SpecError(f"at most one {kind} step per pipeline unless each but the last names its "
+                                f"layers with '@' (in '{self.spec}')")
+            if len({s.name for s in same}) > 1 and kind == "quantize":
+                raise SpecError(f"one quantization scheme per pipeline (in '{self.spec}')")
+        numeric_seen = False
+        for step in self.steps:
+            if not step.structural:
+                numeric_seen = True
+            elif numeric_seen:
+                raise SpecError(f"'{step.spec}' rebuilds the network, so it must come before the steps that "
+                                f"prune, cluster or quantize it (in '{self.spec}')")
+        if "factorize" in kinds and "distill" in kinds and kinds.index("factorize") < kinds.index("distill"):
+            raise SpecError(f"distill before lowrank, not after (the student is what gets factorised), "
+                            f"in '{self.spec}'")
         seen_convert = False
         for step in self.steps:
             if step.stage == CONVERT and step.name != "none":
@@ -272,6 +401,9 @@ class Pipeline:
             raise SpecError(f"prune before cluster, not after (sparsity-preserving clustering), in '{self.spec}'")
         if "quantize" in kinds and any(s.name == "qat-int8" for s in self.steps) and kinds[-1] != "quantize":
             raise SpecError(f"qat-int8 must be the last step in '{self.spec}'")
+        if kinds.count("quantize") > 1 and any(kinds[i] != "quantize" for i in range(kinds.index("quantize"),
+                                                                                      len(kinds))):
+            raise SpecError(f"the qat-int8 steps of a layer-wise plan must come last (in '{self.spec}')")
 
     @property
     def spec(self) -> str:
@@ -287,6 +419,26 @@ class Pipeline:
 
     def train_steps(self) -> tuple[Technique, ...]:
         return tuple(s for s in self.steps if s.stage == TRAIN)
+
+    @property
+    def structure(self) -> Pipeline:
+        """The structural steps alone: the float network the numeric steps act on."""
+        steps = tuple(s for s in self.steps if s.structural)
+        return Pipeline(steps or (NoCompression(),))
+
+    @property
+    def numerics(self) -> Pipeline:
+        """The numeric steps alone (prune, cluster, quantize), 'none' if there are none."""
+        steps = tuple(s for s in self.steps if not s.structural and s.name != "none")
+        return Pipeline(steps or (NoCompression(),))
+
+    @property
+    def is_structural(self) -> bool:
+        return any(s.structural for s in self.steps)
+
+    @property
+    def is_layerwise(self) -> bool:
+        return any(s.layers != "all" for s in self.steps)
 
     def convert_step(self) -> Technique | None:
         convert = [s for s in self.steps if s.stage == CONVERT and s.name != "none"]

@@ -471,8 +471,12 @@ class CampaignProgress:
 
     def finish(self, ok: bool, error: str | None = None) -> None:
         """The current configuration ended (stored as ok or failed)."""
-        took = time.monotonic() - self._started
+        now = time.monotonic()
+        took = now - self._started
+        # Configurations measured together (one model's group) finish one after another: the
+        # group's time counts once, so the ETA is not that time multiplied by the group's size.
         self.spent += took
+        self._started = now
         if ok:
             self.done += 1
         else:

@@ -27,6 +27,8 @@ class FinetuneSettings:
     max_samples: int = 1024
     batch_size: int = 32
     learning_rate: float = 1e-3  # Adam's default, as in TF Model Optimization's own guides
+    #: A distillation student starts from scratch: it trains this many times `epochs`.
+    distill_factor: int = 5
 
     def steps(self, n: int, batch: int | None = None) -> int:
         """Optimizer steps fine-tuning takes on `n` samples."""
@@ -134,52 +136,86 @@ def _outputs_logits(model) -> bool:
     return name not in ("softmax", "sigmoid")
 
 
-def _apply_prune(model, step: Technique, data: TrainData, settings: FinetuneSettings, ctx: dict):
+def _taken(model, steps: tuple[Technique, ...]) -> dict[str, Technique] | None:
+    """Layer name -> its step, for steps that name their layers; None when one step takes all."""
+    if len(steps) == 1 and steps[0].layers == "all":
+        return None
+    from advisor.layers import assign
+    from measure.rebuild import profile_of
+
+    return assign(profile_of(model), list(steps))
+
+
+def _step_for(taken: dict[str, Technique] | None, steps: tuple[Technique, ...], layer) -> Technique | None:
+    return steps[0] if taken is None else taken.get(layer.name)
+
+
+def _prune_schedule(step: Technique, data: TrainData, settings: FinetuneSettings, model) -> dict:
     sparsity = tfmot().sparsity.keras
-    structured = step.name == "prune-2:4"
-    if structured:
-        schedule = sparsity.ConstantSparsity(0.5, begin_step=0, frequency=1)
-    else:
-        # Ramp sparsity up over the first 70% of fine-tuning, then let the network recover: the
-        # gradual schedule of the TF Model Optimization guide (a sudden cut costs far more accuracy).
-        steps = settings.steps(len(data.x), int(model.inputs[0].shape[0] or settings.batch_size))
-        frequency = max(1, int(steps * 0.7) // 10)
-        end = max(1, int(steps * 0.7) // frequency * frequency)  # the last pruning step lands on end
-        schedule = sparsity.PolynomialDecay(initial_sparsity=0.0, final_sparsity=step.sparsity, begin_step=0,
-                                            end_step=end, frequency=frequency)
-    params = {"pruning_schedule": schedule}
-    if structured:
-        params["sparsity_m_by_n"] = (2, 4)
-    wrapped_model, names = _clone_wrapping(
-        model, lambda ly: _prunable(ly, structured), lambda ly: sparsity.prune_low_magnitude(ly, **params),
-        step.spec)
+    if step.name == "prune-2:4":
+        return {"pruning_schedule": sparsity.ConstantSparsity(0.5, begin_step=0, frequency=1),
+                "sparsity_m_by_n": (2, 4)}
+    # Ramp sparsity up over the first 70% of fine-tuning, then let the network recover: the
+    # gradual schedule of the TF Model Optimization guide (a sudden cut costs far more accuracy).
+    steps = settings.steps(len(data.x), int(model.inputs[0].shape[0] or settings.batch_size))
+    frequency = max(1, int(steps * 0.7) // 10)
+    end = max(1, int(steps * 0.7) // frequency * frequency)  # the last pruning step lands on end
+    return {"pruning_schedule": sparsity.PolynomialDecay(initial_sparsity=0.0, final_sparsity=step.sparsity,
+                                                         begin_step=0, end_step=end, frequency=frequency)}
+
+
+def _apply_prune(model, steps: tuple[Technique, ...], data: TrainData, settings: FinetuneSettings, ctx: dict):
+    sparsity = tfmot().sparsity.keras
+    taken = _taken(model, steps)
+    params = {st: _prune_schedule(st, data, settings, model) for st in steps}
+
+    def should(ly) -> bool:
+        st = _step_for(taken, steps, ly)
+        return st is not None and _prunable(ly, st.name == "prune-2:4")
+
+    def wrap(ly):
+        return sparsity.prune_low_magnitude(ly, **params[_step_for(taken, steps, ly)])
+
+    spec = "+".join(st.spec for st in steps)
+    wrapped_model, names = _clone_wrapping(model, should, wrap, spec)
     _fit(wrapped_model, data, settings, ctx, [sparsity.UpdatePruningStep()])
     ctx["pruned"] = True
     kept = [ly.name for ly in model.layers if type(ly).__name__ in NOT_WRAPPABLE]
-    ctx["notes"].append(f"{step.spec}: pruned {len(names)} layers"
+    ctx["notes"].append(f"{spec}: pruned {len(names)} layers"
                         + (f"; recurrent layers left dense ({', '.join(kept)}): TF-MOT cannot wrap them"
                            if kept else ""))
     return sparsity.strip_pruning(wrapped_model)
 
 
-def _apply_cluster(model, step: Cluster, data: TrainData, settings: FinetuneSettings, ctx: dict):
+def _apply_cluster(model, steps: tuple[Cluster, ...], data: TrainData, settings: FinetuneSettings, ctx: dict):
     clustering = tfmot().clustering.keras
-    params = {"number_of_clusters": step.clusters,
-              "cluster_centroids_init": clustering.CentroidInitialization.KMEANS_PLUS_PLUS}
-    if ctx.get("pruned"):
-        params["preserve_sparsity"] = True
+    taken = _taken(model, steps)
+
+    def params(st: Cluster) -> dict:
+        out = {"number_of_clusters": st.clusters,
+               "cluster_centroids_init": clustering.CentroidInitialization.KMEANS_PLUS_PLUS}
+        if ctx.get("pruned"):
+            out["preserve_sparsity"] = True
+        return out
+
+    def should(ly) -> bool:
+        st = _step_for(taken, steps, ly)
+        return st is not None and _clusterable(ly, st.clusters)
+
+    spec = "+".join(st.spec for st in steps)
     wrapped_model, names = _clone_wrapping(
-        model, lambda ly: _clusterable(ly, step.clusters), lambda ly: clustering.cluster_weights(ly, **params),
-        step.spec)
+        model, should, lambda ly: clustering.cluster_weights(ly, **params(_step_for(taken, steps, ly))), spec)
     _fit(wrapped_model, data, settings, ctx)
     ctx["clustered"] = True
-    ctx["notes"].append(f"{step.spec}: clustered {len(names)} layers"
+    ctx["notes"].append(f"{spec}: clustered {len(names)} layers"
                         + (" (sparsity preserved)" if ctx.get("pruned") else ""))
     return clustering.strip_clustering(wrapped_model)
 
 
-def _apply_qat(model, step: Technique, data: TrainData, settings: FinetuneSettings, ctx: dict):
+def _apply_qat(model, steps: tuple[Technique, ...], data: TrainData, settings: FinetuneSettings, ctx: dict):
     quant = tfmot().quantization.keras
+    step = steps[0]
+    taken = _taken(model, steps)
     combine = tfmot().experimental.combine
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_registry,
@@ -196,13 +232,16 @@ def _apply_qat(model, step: Technique, data: TrainData, settings: FinetuneSettin
     # graph end to end. Only if the model holds layers the scheme cannot take, annotate the
     # supported layers alone (the rest stays float, with (de)quantize ops around it: slower).
     try:
+        if taken is not None:
+            raise ValueError("a layer-wise plan annotates its layers one by one")
         with quant.quantize_scope():
             qat_model = quant.quantize_apply(quant.quantize_annotate_model(model), scheme)
         names, partial = [ly.name for ly in model.layers if ly.weights], False
     except Exception:  # noqa: BLE001 - tfmot raises RuntimeError/ValueError for unsupported layers
         registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
         annotated, names = _clone_wrapping(
-            model, lambda ly: registry.supports(ly), quant.quantize_annotate_layer, step.spec)
+            model, lambda ly: (taken is None or ly.name in taken) and registry.supports(ly),
+            quant.quantize_annotate_layer, "+".join(st.spec for st in steps))
         try:
             with quant.quantize_scope():
                 qat_model = quant.quantize_apply(annotated, scheme)
@@ -211,19 +250,87 @@ def _apply_qat(model, step: Technique, data: TrainData, settings: FinetuneSettin
         partial = True
     _fit(qat_model, data, settings, ctx)
     skipped = len([ly for ly in model.layers if ly.weights]) - len(names)
-    ctx["notes"].append(f"{step.spec}: {how} on {'supported layers only, ' if partial else 'the whole model, '}"
+    where = ("the selected layers, " if taken is not None else "supported layers only, " if partial
+             else "the whole model, ")
+    ctx["notes"].append(f"{'+'.join(st.spec for st in steps)}: {how} on {where}"
                         f"{len(names)} layers"
                         + (f"; {skipped} weighted layers left in float (unsupported)" if skipped > 0 else ""))
     ctx["qat"] = True
     return qat_model
 
 
+def _apply_lowrank(model, steps: tuple[Technique, ...], data: TrainData, settings: FinetuneSettings, ctx: dict):
+    from measure.rebuild import factorise_model
+
+    step = steps[0]
+    new, plans = factorise_model(model, step.rank, step.layers)
+    before, after = model.count_params(), new.count_params()
+    _fit(new, data, settings, ctx)
+    ctx["notes"].append(f"{step.spec}: factorised {len(plans)} layers by truncated SVD "
+                        f"({before:,} -> {after:,} parameters), fine-tuned")
+    return new
+
+
+def distill_loss(temperature: float, alpha: float, from_logits: bool):
+    """Hinton et al.'s loss on y = [label, teacher logits...]: alpha T^2 KL(teacher_T || student_T)
+    plus (1 - alpha) cross-entropy with the label."""
+    TF = tf()
+
+    def loss(y_true, y_pred):
+        labels = TF.cast(y_true[:, 0], TF.int32)
+        teacher = y_true[:, 1:]
+        logits = y_pred if from_logits else TF.math.log(TF.clip_by_value(y_pred, 1e-7, 1.0))
+        soft_t = TF.nn.softmax(teacher / temperature)
+        log_s = TF.nn.log_softmax(logits / temperature)
+        kl = TF.reduce_sum(soft_t * (TF.math.log(TF.clip_by_value(soft_t, 1e-7, 1.0)) - log_s), axis=-1)
+        hard = TF.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        return alpha * temperature**2 * kl + (1.0 - alpha) * hard
+
+    return loss
+
+
+def _apply_distill(model, steps: tuple[Technique, ...], data: TrainData, settings: FinetuneSettings, ctx: dict):
+    from measure.rebuild import student_model
+
+    step = steps[0]
+    student = student_model(model, step.width)
+    n = min(len(data.x), settings.max_samples)
+    x = data.x[:n]
+    fixed = model.inputs[0].shape[0]
+    batch = int(fixed or settings.batch_size)
+    out = np.asarray(model.predict(x, batch_size=batch, verbose=0), dtype=np.float32)
+    teacher = out if ctx["from_logits"] else np.log(np.clip(out, 1e-7, 1.0))
+    y = np.concatenate([np.asarray(data.y[:n], dtype=np.float32).reshape(-1, 1), teacher], axis=1)
+    epochs = settings.epochs * settings.distill_factor
+    student.compile(optimizer=keras().optimizers.Adam(settings.learning_rate),
+                    loss=distill_loss(step.temperature, step.alpha, ctx["from_logits"]))
+    student.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, shuffle=True)
+    ctx["notes"].append(f"{step.spec}: student of width {step.width:g} ({model.count_params():,} -> "
+                        f"{student.count_params():,} parameters), trained from scratch for {epochs} epochs on "
+                        f"{n} samples of {data.source} (temperature {step.temperature:g}, soft-target weight "
+                        f"{step.alpha:g})")
+    return student
+
+
+#: Train-stage appliers by technique kind; each takes the consecutive steps of its kind.
 APPLIERS: dict[str, Callable] = {
     "prune": _apply_prune,
-    "prune-2:4": _apply_prune,
     "cluster": _apply_cluster,
-    "qat-int8": _apply_qat,
+    "quantize": _apply_qat,
+    "factorize": _apply_lowrank,
+    "distill": _apply_distill,
 }
+
+
+def _groups(steps: tuple[Technique, ...]) -> list[tuple[Technique, ...]]:
+    """Consecutive steps of one kind together: a layer-wise plan's steps apply in one pass."""
+    out: list[list[Technique]] = []
+    for step in steps:
+        if out and out[-1][0].kind == step.kind:
+            out[-1].append(step)
+        else:
+            out.append([step])
+    return [tuple(g) for g in out]
 
 
 def finetune_plain(model, data: TrainData, settings: FinetuneSettings = FinetuneSettings()):
@@ -250,8 +357,8 @@ def compress(model, pipeline: Pipeline, data: TrainData | None,
         raise ValueError("techniques that fine-tune need data (a dataset or random data)")
     current = keras().models.clone_model(model)
     current.set_weights(model.get_weights())
-    for step in steps:
-        current = APPLIERS[step.name](current, step, data, settings, ctx)
+    for group in _groups(steps):
+        current = APPLIERS[group[0].kind](current, group, data, settings, ctx)
     return Compressed(current, pipeline, data.source, list(ctx["notes"]), state=ctx)
 
 

@@ -226,17 +226,53 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
                             train.source, list(resolved.notes) + [
                                 "uncompressed, fine-tuned exactly as the techniques that fine-tune: their "
                                 "accuracy reference"])
+        # A structural plan with numeric steps (distill:0.5+ptq-int8) is timed against the float
+        # network its structural steps built (distill:0.5), so its ratio is that of the numeric
+        # steps alone; that network is built once and measured too (its row goes with the plan's).
+        built: dict[str, Compressed | AdvisorError] = {}
+
+        def structure_of(pipeline: Pipeline) -> Compressed:
+            key = pipeline.structure.spec
+            if key not in built:
+                say(f"building {key} (fine-tuning)")
+                try:
+                    built[key] = compress(kmodel, pipeline.structure, train, ft)
+                except AdvisorError as exc:
+                    built[key] = exc
+            if isinstance(built[key], AdvisorError):
+                raise built[key]
+            return built[key]
+
         for i, pipeline in enumerate(pipelines):
             if pipeline.is_baseline:
                 continue
             say(f"applying {pipeline.spec}" + (" (fine-tuning)" if pipeline.needs_finetune else ""))
             try:
-                compressed = compress(kmodel, pipeline, train if pipeline.needs_finetune else None, ft)
+                if pipeline.is_structural:
+                    base = structure_of(pipeline)
+                    compressed = base
+                    if not pipeline.numerics.is_baseline:
+                        rest = compress(base.model, pipeline.numerics, train if pipeline.numerics.needs_finetune
+                                        else None, ft)
+                        compressed = Compressed(rest.model, pipeline, rest.finetune if rest.finetune != "none"
+                                                else base.finetune, base.notes + rest.notes, state=rest.state)
+                    else:
+                        compressed = Compressed(base.model, pipeline, base.finetune, base.notes, state=base.state)
+                else:
+                    compressed = compress(kmodel, pipeline, train if pipeline.needs_finetune else None, ft)
                 blob = convert(compressed, representative)
             except AdvisorError as exc:
                 outcomes[i] = exc
                 continue
             blobs[f"t{i}"] = (pipeline, blob, compressed.finetune, list(resolved.notes) + compressed.notes)
+        labels = {pipelines[int(k[1:])].spec: k for k in blobs if k.startswith("t")}
+        for key, value in built.items():
+            if key not in labels and not isinstance(value, AdvisorError):
+                try:
+                    blob = convert(value, representative)
+                except AdvisorError:
+                    continue  # the plans built on it have their own rows; their ratio stays unknown
+                blobs[f"s{len(blobs)}"] = (value.pipeline, blob, value.finetune, list(resolved.notes) + value.notes)
     else:
         base_bytes = Path(resolved.tflite_path).read_bytes()
         if data is not None:
@@ -303,6 +339,25 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
         ref_row = row("ref", "none", blob, source, ref_notes)
         ref_row["baseline_config_id"] = base_row["config_id"]
         ref_row["latency_ratio_to_baseline"] = result["results"]["ref"].get("ratio_to_first")
+
+    def accuracy(cfg_row: dict, pipeline: Pipeline) -> None:
+        # Fine-tuned plans compare with the equally fine-tuned float model; the others with the model itself.
+        reference = ref_row if (ref_row is not None and pipeline.needs_finetune) else base_row
+        if cfg_row.get("top1") is not None and reference.get("top1") is not None:
+            cfg_row["accuracy_delta_pp"] = (cfg_row["top1"] - reference["top1"]) * 100.0
+            if reference is ref_row:
+                cfg_row["notes"] = "; ".join(filter(None, [cfg_row.get("notes"), "accuracy change against the "
+                                                           f"equally fine-tuned float model {ref_row['config_id']}"]))
+
+    structure_rows: dict[str, tuple[str, dict]] = {}
+    for label, (pipeline, blob, finetune, notes) in blobs.items():
+        if label.startswith("s"):
+            srow = row(label, pipeline.spec, blob, finetune, notes)
+            srow["baseline_config_id"] = base_row["config_id"]
+            srow["latency_ratio_to_baseline"] = result["results"][label].get("ratio_to_first")
+            accuracy(srow, pipeline)
+            structure_rows[pipeline.spec] = (label, srow)
+    rows_by_spec: dict[str, tuple[str, dict]] = {}
     for i, pipeline in enumerate(pipelines):
         if pipeline.is_baseline:
             outcomes[i] = Measurement(base_row, None, list(resolved.notes), profile)
@@ -314,15 +369,31 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
         cfg_row = row(label, pipeline.spec, blob, finetune, notes)
         cfg_row["baseline_config_id"] = base_row["config_id"]
         cfg_row["latency_ratio_to_baseline"] = result["results"][label].get("ratio_to_first")
-        # Fine-tuned plans compare with the equally fine-tuned float model; the others with the model itself.
-        reference = ref_row if (ref_row is not None and pipeline.needs_finetune) else base_row
-        if cfg_row.get("top1") is not None and reference.get("top1") is not None:
-            cfg_row["accuracy_delta_pp"] = (cfg_row["top1"] - reference["top1"]) * 100.0
-            if reference is ref_row:
-                cfg_row["notes"] = "; ".join(filter(None, [cfg_row.get("notes"), "accuracy change against the "
-                                                           f"equally fine-tuned float model {ref_row['config_id']}"]))
+        rows_by_spec[pipeline.spec] = (label, cfg_row)
+        outcomes[i] = cfg_row  # finished below, once every structural reference row exists
+    attached: set[str] = set()
+    for i, pipeline in enumerate(pipelines):
+        cfg_row = outcomes[i]
+        if not isinstance(cfg_row, dict):
+            continue
+        notes = blobs[f"t{i}"][3]
+        extra: list[dict] = []
+        if pipeline.is_structural and not pipeline.numerics.is_baseline:
+            key = pipeline.structure.spec
+            ref_label, ref = rows_by_spec.get(key) or structure_rows.get(key) or (None, None)
+            ref_ratio = result["results"].get(ref_label, {}).get("ratio_to_first") if ref else None
+            own = cfg_row["latency_ratio_to_baseline"]
+            cfg_row["baseline_config_id"] = ref["config_id"] if ref else None
+            cfg_row["latency_ratio_to_baseline"] = own / ref_ratio if own and ref_ratio else None
+            cfg_row["notes"] = "; ".join(filter(None, [cfg_row.get("notes"), f"latency ratio against {key}, the "
+                                                       "float network its structural steps built"]))
+            if ref is not None and key not in rows_by_spec and key not in attached:
+                attached.add(key)
+                extra.append(ref)
+        accuracy(cfg_row, pipeline)
+        fine_tuned_ref = ref_row is not None and pipeline.needs_finetune
         outcomes[i] = Measurement(cfg_row, base_row, notes, profile,
-                                  extra=[ref_row] if reference is ref_row else [])
+                                  extra=extra + ([ref_row] if fine_tuned_ref else []))
     return [o for o in outcomes if o is not None]
 
 

@@ -11,6 +11,7 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see measure/_tf.py
 # The repository's models/calibrations may hold this machine's calibration: no test may pick it up.
 os.environ["ADVISOR_CALIBRATIONS"] = tempfile.mkdtemp(prefix="advisor-test-calibrations-")
 

@@ -28,7 +28,7 @@ from advisor.predictor import Predictor
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_BUNDLE = REPO / "models" / "current"
 CONTRACT_KEYS = {"model", "device", "constraints", "decision", "technique", "predicted", "baseline", "alternatives",
-                 "pareto", "explanation", "predictor", "rejected", "nearest"}
+                 "pareto", "explanation", "predictor", "rejected", "nearest", "search"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # Prepended to `python -c` programs: any import of these fails, as on a machine without them.

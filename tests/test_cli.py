@@ -116,7 +116,7 @@ def test_profile_json(capsys, tiny_model_file):
 
 def test_techniques_and_env_json(capsys):
     code, out, _ = run(capsys, "techniques", "--json")
-    assert code == 0 and "prune:S (0<S<1)" in [t["form"] for t in json.loads(out)["techniques"]]
+    assert code == 0 and "prune:S[@layers] (0<S<1)" in [t["form"] for t in json.loads(out)["techniques"]]
     code, out, _ = run(capsys, "env", "--json")
     env = json.loads(out)
     assert code == 0 and env["versions"]["ai-edge-litert"] and env["fingerprint"]["logical_cpus"] >= 1

@@ -14,7 +14,8 @@ RATIO_KEYS = {"within_5pct", "within_10pct", "within_25pct", "mape", "spearman",
 
 
 def _check_shape(result: dict, split: str) -> None:
-    assert set(result) - {"notes"} == {"split", "targets", "baselines"}
+    assert set(result) - {"notes"} == {"split", "targets", "baselines", "by_plan"}
+    assert set(result["by_plan"]) == {"whole-model", "structural", "layer-wise"}
     assert result["split"] == split
     assert set(result["targets"]) == {"latency", "size", "energy", "accuracy_drop"}
     for name in ("latency", "size", "energy"):

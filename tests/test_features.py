@@ -38,7 +38,7 @@ def tiny() -> ModelProfile:
 
 def test_schema_is_fixed_ordered_and_unique():
     assert len(set(F.FEATURE_NAMES)) == len(F.FEATURE_NAMES)
-    blocks = (F.PROFILE_BLOCK, F.TECHNIQUE_BLOCK, F.DEVICE_BLOCK, F.CONTEXT_BLOCK, F.DERIVED_BLOCK)
+    blocks = (F.PROFILE_BLOCK, F.TECHNIQUE_BLOCK, F.STRUCTURE_BLOCK, F.DEVICE_BLOCK, F.CONTEXT_BLOCK, F.DERIVED_BLOCK)
     assert sum(b.stop - b.start for b in blocks) == len(F.FEATURE_NAMES)
     assert F.schema_hash() == F.schema_hash(list(F.FEATURE_NAMES))
     assert F.schema_hash() != F.schema_hash(F.FEATURE_NAMES[::-1])
@@ -66,6 +66,10 @@ def test_profile_features_count_work_per_group():
 
 def test_technique_features_cover_every_registered_technique():
     for cls in TECHNIQUES:
+        if cls.structural:  # described by the structure block, never by the technique block
+            assert set(cls().features()) <= set(F.STRUCTURE_NAMES), cls.name
+            assert F.technique_features(cls().spec)["n_steps"] == 0
+            continue
         keys = set(Pipeline((cls(),)).features()) if cls.kind != "none" else set()
         assert keys <= set(F.TECHNIQUE_NAMES), cls.name
     f = F.technique_features("prune:0.8+cluster:16+ptq-int8")
