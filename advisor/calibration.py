@@ -320,12 +320,18 @@ def fit_calibration(X: np.ndarray, measured_ms: np.ndarray, predicted: Mapping[s
         if best is None or score < best[0] - 1e-12:
             best = (score, float(lam), loo)
     assert best is not None
-    _, lam, loo = best
+    score, lam, loo = best
     coef = _ridge(Z, r, _penalties(lam, _N_GROUPS, len(MODES)))
+    # "No correction" is a candidate too: where the bundle already knows the device (its rows are
+    # in the training data), even the offsets can only add noise, and held-out rows say so.
+    no_correction = float(np.mean(np.abs(r))) <= score
+    if no_correction:
+        lam, loo, coef = 0.0, np.zeros_like(r), np.zeros_like(coef)
     residual = r - loo
     band = (float(np.quantile(residual, 0.1)), float(np.quantile(residual, 0.9)))
     metrics = {"before": _scores(yo, po[:, 1]), "after": _scores(yo, po[:, 1] * np.exp(loo)),
-               "after_in_sample": _scores(yo, po[:, 1] * np.exp(Z @ coef)), "lambda": lam}
+               "after_in_sample": _scores(yo, po[:, 1] * np.exp(Z @ coef)), "lambda": lam,
+               "no_correction": no_correction}
     power: dict[str, tuple[float, float, float]] = {}
     if energy_mj is not None:
         e = np.asarray(energy_mj, dtype=np.float64)[ok]
@@ -363,6 +369,9 @@ def summary_lines(cal: Calibration) -> list[str]:
              f"  calibrated (LOO)    {fmt(a)}",
              f"  ridge strength      {cal.lam:g}; band from leave-one-out residuals "
              f"x{math.exp(cal.band[0]):.2f} to x{math.exp(cal.band[1]):.2f}"]
+    if cal.metrics.get("no_correction"):
+        lines[-1] = (f"  no correction       every correction did worse on held-out networks than the bundle "
+                     f"alone: medians kept; band x{math.exp(cal.band[0]):.2f} to x{math.exp(cal.band[1]):.2f}")
     if cal.power:
         lines.append("  power (p50)         " + ", ".join(f"{k} {v[1]:.2f} W" for k, v in cal.power.items()))
     else:

@@ -99,6 +99,24 @@ def test_applied_band_is_sorted_and_no_narrower_than_loo_residuals(loaded):
     assert set(out.shape) == {len(X), 3}
 
 
+def test_no_correction_is_kept_when_the_bundle_alone_does_better(loaded):
+    """Measured latencies the bundle already predicts up to noise: any fitted correction would
+    only add its own error on held-out networks, so the medians stay where the bundle put them."""
+    fp = collect_fingerprint()
+    X = _features(fp)
+    pred = loaded.predict(X)
+    noise = np.random.default_rng(0).normal(0.0, 0.08, len(X))
+    cal = C.fit_calibration(X, pred["latency"][:, 1] * np.exp(noise), pred, loaded.predictor.priors_["latency"],
+                            device="d", fingerprint=fp, threads=1, bundle_version=loaded.version)
+    assert cal.metrics["no_correction"] is True
+    assert not np.any(cal.coef)
+    out = cal.apply(X, pred, loaded.predictor.priors_["latency"])["latency"]
+    assert np.allclose(out[:, 1], pred["latency"][:, 1])
+    assert any(line.strip().startswith("no correction") for line in C.summary_lines(cal))
+    # and a real device difference is still corrected
+    assert _fit(loaded, fp)[0].metrics["no_correction"] is False
+
+
 def test_too_few_rows_is_an_option_error(loaded):
     fp = collect_fingerprint()
     X = _features(fp, networks=NETWORKS[:1], specs=SPECS[:2])
