@@ -201,6 +201,8 @@ class Calibration:
             tail = (f": leave-one-out {after:.0%} of its latencies within ±10% (the bundle alone: "
                     f"{before:.0%})")
         n = (self.metrics.get("after") or {}).get("n", len(self.reference))
+        if self.metrics.get("no_correction"):
+            tail += "; no correction did better on held-out networks, so only the band is widened"
         return (f"calibrated for this device on {n} reference measurements "
                 f"({self.created[:10] or 'undated'}){tail}")
 
@@ -366,12 +368,13 @@ def summary_lines(cal: Calibration) -> list[str]:
     lines = [f"calibration of {cal.device} ({cal.threads} thread(s)) for bundle {cal.bundle_version}",
              f"  reference rows      {a.get('n', len(cal.reference))}",
              f"  bundle alone        {fmt(b)}",
-             f"  calibrated (LOO)    {fmt(a)}",
-             f"  ridge strength      {cal.lam:g}; band from leave-one-out residuals "
-             f"x{math.exp(cal.band[0]):.2f} to x{math.exp(cal.band[1]):.2f}"]
+             f"  calibrated (LOO)    {fmt(a)}"]
+    band = f"x{math.exp(cal.band[0]):.2f} to x{math.exp(cal.band[1]):.2f}"
     if cal.metrics.get("no_correction"):
-        lines[-1] = (f"  no correction       every correction did worse on held-out networks than the bundle "
-                     f"alone: medians kept; band x{math.exp(cal.band[0]):.2f} to x{math.exp(cal.band[1]):.2f}")
+        lines.append("  no correction       every correction did worse on held-out networks than the bundle "
+                     f"alone: medians kept; band {band}")
+    else:
+        lines.append(f"  ridge strength      {cal.lam:g}; band from leave-one-out residuals {band}")
     if cal.power:
         lines.append("  power (p50)         " + ", ".join(f"{k} {v[1]:.2f} W" for k, v in cal.power.items()))
     else:
