@@ -138,7 +138,9 @@ class Advisor:
                 continue
             target, scale = _TARGET_MAP[name]
             q = np.asarray(q, dtype=float) * scale
-            if np.isfinite(q).all():
+            # A device without a power meter has no energy at all; an accuracy change is unknown
+            # only for plans with a step no accuracy row had (NaN rows: never promised, ranked last).
+            if np.isfinite(q).all() or (target == "accuracy_delta_pp" and np.isfinite(q).any()):
                 out[target] = q
         return out
 
@@ -178,14 +180,15 @@ class Advisor:
 
         def bands(i: int) -> dict[str, dict[str, float] | None]:
             return {t: ({"p10": float(pred[t][i, 0]), "p50": float(pred[t][i, 1]), "p90": float(pred[t][i, 2])}
-                        if t in pred else None) for t in TARGETS}
+                        if t in pred and np.isfinite(pred[t][i]).all() else None) for t in TARGETS}
 
         feasible = verdict["feasible"]
         order = [i for i in _ranked(pred, verdict["objective"]) if i != best and feasible[i]]
         alternatives = [{"technique": specs[i], "predicted": bands(i)} for i in order[:top]]
         pareto = [{"technique": specs[i], "latency_ms": float(pred["latency_ms"][i, 1]),
                    "accuracy_delta_pp": (float(pred["accuracy_delta_pp"][i, 1])
-                                         if "accuracy_delta_pp" in pred else None),
+                                         if "accuracy_delta_pp" in pred
+                                         and np.isfinite(pred["accuracy_delta_pp"][i, 1]) else None),
                    "size_mb": float(pred["size_mb"][i, 1]) if "size_mb" in pred else None,
                    "energy_mj": float(pred["energy_mj"][i, 1]) if "energy_mj" in pred else None,
                    "chosen": bool(i == best)} for i in verdict["pareto"]]
@@ -203,6 +206,10 @@ class Advisor:
                                "extrapolates from other architectures")
         if "accuracy_delta_pp" not in pred:
             explanation.append("warning: no accuracy model: accuracy changes are unknown")
+        elif not np.isfinite(pred["accuracy_delta_pp"][best]).all():
+            explanation.append(f"warning: the accuracy change of {specs[best]} is unknown: no training row measured "
+                               "the accuracy of a plan with its steps; check it on your data with "
+                               "`advisor verify --data`")
         search_out = None
         if searched is not None:
             search_out = _compare_search(specs, pred, constraints, searched, bands)
@@ -244,8 +251,8 @@ def _compare_search(specs: list[str], pred: dict[str, np.ndarray], constraints: 
         out[kind] = {"technique": specs[i], "decision": v["decision"], "predicted": bands(i)}
         lat = pred["latency_ms"][i, 1]
         acc = pred["accuracy_delta_pp"][i, 1] if "accuracy_delta_pp" in pred else float("nan")
-        lines.append(f"best {kind.replace('_', '-')} plan: {specs[i]} ({v['decision']}; {lat:.3g} ms, "
-                     f"{acc:+.2f} pp median)")
+        acc_text = f"{acc:+.2f} pp median" if np.isfinite(acc) else "accuracy change unknown"
+        lines.append(f"best {kind.replace('_', '-')} plan: {specs[i]} ({v['decision']}; {lat:.3g} ms, {acc_text})")
     return {**out, "lines": lines}
 
 

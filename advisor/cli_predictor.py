@@ -200,7 +200,9 @@ def _print_prediction(out: dict) -> None:
         for i, (target, q) in enumerate(view.items()):
             shown = label if i == 0 else ""
             if q is None:
-                typer.echo(f"  {shown:<{w}} {target:<14} {'n/a (no energy rows for this device)':>44}")
+                why = ("unknown (no training row measured the accuracy of these steps)" if target == "accuracy_delta"
+                       else "n/a (no energy rows for this device)")
+                typer.echo(f"  {shown:<{w}} {target:<14} {why:>44}")
                 continue
             typer.echo(f"  {shown:<{w}} {target:<14} {_fmt(target, q['p10']):>14} {_fmt(target, q['p50']):>14} "
                        f"{_fmt(target, q['p90']):>14}")

@@ -97,6 +97,25 @@ BUCKETED_GROUPS = ("conv", "depthwise", "dense")
 FOLDED_LAYERS = frozenset({"BatchNormalization"})
 #: The TFLite converter's dynamic-range quantization skips tensors smaller than this.
 DYNAMIC_RANGE_MIN_ELEMENTS = 1024
+#: Layers whose kernel a pruned float model stores sparse-encoded (about 5 bytes per non-zero plus
+#: ~300 bytes per tensor): what `measure.compress` prunes (TF-MOT wraps them under tf-keras 2.21)
+#: and the converter encodes sparse. Measured: bench/results/sparse_storage.md. Embeddings are
+#: pruned but stored dense (GATHER takes no sparse tensor); depthwise and recurrent layers are not
+#: pruned at all. A separable convolution's pointwise kernel counts as a Conv2D.
+SPARSE_STORED_LAYERS = frozenset({"Conv1D", "Conv2D", "Conv3D", "Convolution1D", "Convolution2D", "Dense"})
+#: TFLite operators and tensors one Keras layer becomes when converted (measured by
+#: `bench/tflite_ops.py`, bench/results/tflite_ops.md; float conversion): the file pays for each
+#: operator and tensor (shapes, names, quantization parameters), and an invoke for each operator.
+#: Layers not listed become one operator with one output tensor (weighted ones: plus a tensor per
+#: weight); `FREE_LAYERS` become none.
+TFLITE_OPS: dict[str, tuple[int, int]] = {
+    "SeparableConv2D": (2, 5), "SeparableConv1D": (2, 5), "Activation": (2, 2), "ZeroPadding2D": (1, 2),
+    "LayerNormalization": (12, 18), "MultiHeadAttention": (16, 25), "LSTM": (1, 13), "GRU": (29, 63),
+}
+#: Layers whose weights quantization-aware training leaves in float32 (TF-MOT's 8-bit scheme has
+#: no quantize config for them): their bytes stay 4 a weight in a qat-int8 file.
+QAT_FLOAT_LAYERS = frozenset({"Embedding", "PositionEmbedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional",
+                              "MultiHeadAttention"})
 
 #: Instruction-set extensions that change kernel speed (a curated, stable subset of
 #: `advisor.fingerprint.ISA_FLAGS`: changing this list changes the schema).
@@ -113,7 +132,8 @@ def _profile_names() -> tuple[str, ...]:
     shares = tuple(f"share_{g}" for g in GROUPS if g != "other")
     return ("macs", "params", "depth", "n_ops", "input_size", "input_elements", "act_elements", "act_peak",
             "macs_per_act", "macs_per_op", "params_per_mac", "num_classes", "params_folded", "params_small",
-            "n_weighted", "channels_weighted",
+            "n_weighted", "channels_weighted", "params_sparse_stored", "n_sparse_stored", "params_qat_float",
+            "tflite_ops", "tflite_tensors",
             *(f"macs_{g}_padded" for g in PADDED_GROUPS), "act_in", *(f"act_in_{g}" for g in GROUPS),
             *(f"domain_{d}" for d in DOMAINS), *per_group, *per_bucket, "macs_conv_k1", "macs_conv_strided",
             *shares, "share_conv_k1", "share_act_other",
@@ -154,7 +174,7 @@ STRUCTURE_NAMES = _structure_names()
 DEVICE_NAMES = ("threads", "logical_cpus", "physical_cores", "thread_share", "memory_gib", "accelerator",
                 "arch_x86_64", "arch_aarch64", "arch_arm32", *(f"isa_{f}" for f in ISA_FEATURES))
 CONTEXT_NAMES = ("source_published",)
-DERIVED_NAMES = ("param_bytes", "param_nonzero", "param_sparse")
+DERIVED_NAMES = ("param_bytes", "param_nonzero", "param_sparse", "sparse_tensors")
 
 #: The feature schema: every matrix the predictor sees has these columns, in this order.
 FEATURE_NAMES: tuple[str, ...] = (PROFILE_NAMES + TECHNIQUE_NAMES + STRUCTURE_NAMES + DEVICE_NAMES + CONTEXT_NAMES
@@ -212,6 +232,22 @@ def _padded(macs: float, channels: int) -> float:
     return macs * (-(-channels // CHANNEL_TILE) * CHANNEL_TILE) / channels
 
 
+def _kernel_params(layer: LayerProfile) -> float:
+    """Weights of the kernel a pruned float model stores sparse-encoded (0 for other layers).
+
+    A convolution or dense kernel has MACs / (output positions) weights, bias excluded; a separable
+    convolution's pointwise kernel is input x output channels."""
+    if not layer.output_shape or not layer.params:
+        return 0.0
+    cout = int(layer.output_shape[-1])
+    if layer.type in SEPARABLE:
+        cin = int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
+        return float(min(cin * cout, layer.params))
+    if layer.type not in SPARSE_STORED_LAYERS or not layer.output_elements:
+        return 0.0
+    return float(min(layer.macs * cout / layer.output_elements, layer.params))
+
+
 def profile_features(profile: ModelProfile) -> dict[str, float]:
     """The profile block for one network (every name in `PROFILE_NAMES`)."""
     macs = dict.fromkeys(GROUPS, 0.0)
@@ -229,9 +265,20 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
                 if lo <= m < hi:
                     bucket[f"macs_{g}_{b}"] += m
 
-    folded = small = weighted = channels = 0.0
+    folded = small = weighted = channels = sparse_stored = n_sparse = qat_float = 0.0
+    tfl_ops = tfl_tensors = 0.0
     padded = dict.fromkeys(PADDED_GROUPS, 0.0)
     for layer in profile.layers:
+        if layer.type not in FREE_LAYERS:
+            ops, tensors = TFLITE_OPS.get(layer.type, (1, 1 + (2 if layer.params else 0)))
+            tfl_ops += ops
+            tfl_tensors += tensors
+        kernel = _kernel_params(layer)
+        if kernel:
+            sparse_stored += kernel
+            n_sparse += 1.0
+        if layer.type in QAT_FLOAT_LAYERS:
+            qat_float += layer.params
         if layer.type in FOLDED_LAYERS:
             folded += layer.params  # folded into the preceding convolution by the converter
         elif 0 < layer.params < DYNAMIC_RANGE_MIN_ELEMENTS:
@@ -290,6 +337,8 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
         "macs_per_act": ratio(total_macs, total_act), "macs_per_op": ratio(total_macs, n_ops),
         "params_per_mac": ratio(total_params, total_macs), "num_classes": float(profile.num_classes),
         "params_folded": folded, "params_small": small, "n_weighted": weighted, "channels_weighted": channels,
+        "params_sparse_stored": sparse_stored, "n_sparse_stored": n_sparse, "params_qat_float": qat_float,
+        "tflite_ops": tfl_ops, "tflite_tensors": tfl_tensors,
         **{f"macs_{g}_padded": padded[g] for g in PADDED_GROUPS},
         "act_in": sum(act_in.values()), **{f"act_in_{g}": act_in[g] for g in GROUPS},
         **{f"domain_{d}": float(profile.domain == d) for d in DOMAINS},
@@ -534,27 +583,40 @@ def profile_vector(profile: ModelProfile) -> np.ndarray:
 def fill_derived(X: np.ndarray) -> np.ndarray:
     """Compute the derived columns of an assembled matrix in place; returns X.
 
-    `param_bytes` is what the weights' values take in the .tflite file: BatchNorm parameters are
-    folded away by the converter, and dynamic-range quantization leaves tensors under 1,024
-    elements in float32 (rows without per-layer detail fall back to all parameters at the weight
-    width). A pruned pipeline that stays float is converted with sparse tensor encoding
-    (`measure.compress`): only its non-zero values are stored, and `param_sparse` counts them,
-    for the prior to learn the index bytes each one costs (0 for densely stored rows).
+    `param_bytes` is what the weights' values take in the .tflite file, layer type by layer type:
+    BatchNorm parameters are folded away by the converter; dynamic-range quantization leaves
+    tensors under 1,024 elements in float32; quantization-aware training leaves the layers it has
+    no scheme for (`QAT_FLOAT_LAYERS`) in float32; a pruned pipeline that stays float is converted
+    with sparse tensor encoding (`measure.compress`), which stores only the non-zero values of the
+    kernels in `SPARSE_STORED_LAYERS` (everything else stays dense). `param_sparse` counts those
+    non-zeros and `sparse_tensors` their tensors, for the prior to learn the index bytes and the
+    per-tensor bookkeeping they cost (0 for densely stored rows). Rows without per-layer detail
+    (NaN profile columns) fall back to every weight at the pipeline's width and density.
     """
     params = X[:, INDEX["params"]]
     folded = np.nan_to_num(X[:, INDEX["params_folded"]])
     small = np.nan_to_num(X[:, INDEX["params_small"]])
     bits = X[:, INDEX["eff_weight_bits"]]
-    density = X[:, INDEX["density"]]
+    density = np.nan_to_num(X[:, INDEX["density"]], nan=1.0)
     dynamic = np.nan_to_num(X[:, INDEX["quant_dynamic"]]) > 0
-    sparse = (np.nan_to_num(density, nan=1.0) < 1.0) & (np.nan_to_num(X[:, INDEX["weight_bits"]]) == 0) \
-        & (np.nan_to_num(X[:, INDEX["quant_aware"]]) == 0)
+    qat = np.nan_to_num(X[:, INDEX["quant_aware"]]) > 0
+    sparse = (density < 1.0) & (np.nan_to_num(X[:, INDEX["weight_bits"]]) == 0) & ~qat
     weights = np.maximum(params - folded, 0)
+    # A layer-wise prune covers a share of the weights at a higher sparsity than the average.
+    cover = np.clip(np.nan_to_num(X[:, INDEX["cover_prune"]], nan=1.0), 0.0, 1.0)
+    cover = np.where(cover > 0, cover, 1.0)
+    covered_density = np.clip(1.0 - (1.0 - density) / cover, 0.0, 1.0)
+    detail = np.isfinite(X[:, INDEX["params_sparse_stored"]])
+    kernels = np.where(detail, np.minimum(np.nan_to_num(X[:, INDEX["params_sparse_stored"]]) * cover, weights), weights)
+    kept = np.where(detail, covered_density, density)
     stays_float = np.where(dynamic, np.minimum(small, weights), 0.0)
-    stored = np.where(sparse, density, 1.0)
-    X[:, INDEX["param_bytes"]] = ((weights - stays_float) * bits / 8.0 + stays_float * 4.0) * stored
+    stays_float = np.where(qat, np.minimum(np.nan_to_num(X[:, INDEX["params_qat_float"]]), weights), stays_float)
+    value_bytes = (weights - stays_float) * bits / 8.0 + stays_float * 4.0
+    X[:, INDEX["param_bytes"]] = np.where(sparse, value_bytes - kernels * (1.0 - kept) * bits / 8.0, value_bytes)
     X[:, INDEX["param_nonzero"]] = params * density
-    X[:, INDEX["param_sparse"]] = np.where(sparse, weights * density, 0.0)
+    X[:, INDEX["param_sparse"]] = np.where(sparse, kernels * kept, 0.0)
+    tensors = np.where(detail, np.nan_to_num(X[:, INDEX["n_sparse_stored"]]), 0.0)
+    X[:, INDEX["sparse_tensors"]] = np.where(sparse, tensors, 0.0)
     return X
 
 

@@ -42,15 +42,23 @@ walk at answer time for the same held-out quality) trained on its own rows:
   power           log(energy / latency), the average power in W: flatter across networks than
                   energy. Energy is predicted only on machines whose rows had it (else NaN).
   size            log(size / prior), on every measured row; the prior is the weights' stored
-                  bytes (non-zero values only for sparse-encoded pruned float models, plus their
-                  index bytes) plus per-parameter, per-op, per-weight-tensor, per-channel and fixed
-                  overhead, one coefficient set per numeric mode (size is nearly deterministic;
-                  the trees learn what the prior misses, e.g. int32 biases).
+                  bytes, layer type by layer type (`features.fill_derived`: a pruned float model
+                  stores only its convolution and dense kernels sparse, non-zero values plus index
+                  bytes and a per-tensor cost; QAT leaves embeddings, recurrent and attention
+                  weights in float32) plus per-parameter, per-TFLite-tensor (`tflite_tensors`: a
+                  LayerNormalization converts to 12 operators, a MultiHeadAttention to 16),
+                  per-weight-tensor, per-channel and fixed overhead, one coefficient set per
+                  numeric mode (size is nearly deterministic; the trees learn what the prior
+                  misses, e.g. int32 biases).
   size_gzip       the same for the gzip-compressed file, where pruning and clustering show.
   accuracy_delta  percentage points, on compressed rows with a measured or published change,
                   from the technique and structure blocks and `source_published` alone
                   (`features.technique_only`: profile features overfit to the families seen).
                   The original network's change is 0 by definition (`features.is_original`).
+                  A step no accuracy row had (`accuracy_steps_`: today distill and lowrank, whose
+                  rows time students and factorised networks but never evaluated them) has no
+                  accuracy evidence at all: its rows get NaN ("unknown"), not the numeric steps'
+                  change as if the structural step were free.
 
 Latency and size are learned from measured rows only; published rows feed the accuracy
 component and nothing else. Two components that make one target (latency_base and
@@ -167,8 +175,8 @@ PRIORS: dict[str, PriorSpec] = {
                          proportional_to="macs", key_columns=_MACHINE_NAMES),
     # One set per quantization mode: each adds its own per-tensor and per-channel bookkeeping
     # (fp16 keeps a dequantize op per weight, full-integer stores a scale and zero point per channel).
-    "size": PriorSpec("size", columns=("param_bytes", "param_sparse", "params", "n_ops", "n_weighted",
-                                                 "channels_weighted"),
+    "size": PriorSpec("size", columns=("param_bytes", "param_sparse", "sparse_tensors", "params",
+                                       "tflite_tensors", "n_weighted", "channels_weighted"),
                       anchored=("param_bytes",), proportional_to="param_bytes",
                       key_columns=("quant_dynamic", "quant_float16", "quant_full_int")),
 }
@@ -537,6 +545,26 @@ def prepare(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile],
         dropped=dropped, devices=devices)
 
 
+#: The columns that say a pipeline has a given step (technique and structure blocks).
+STEP_COLUMNS = tuple(n for n in (*F.TECHNIQUE_NAMES, *F.STRUCTURE_NAMES) if n.startswith("has_"))
+
+
+def accuracy_steps(d: TrainingData) -> frozenset[str]:
+    """The step columns (`STEP_COLUMNS`) that at least one accuracy training row has."""
+    rows = ~F.is_original(d.X) & np.isfinite(d.accuracy)
+    cols = [F.INDEX[c] for c in STEP_COLUMNS]
+    seen = np.nan_to_num(d.X[np.ix_(rows, cols)]).any(axis=0) if rows.any() else np.zeros(len(cols), bool)
+    return frozenset(c for c, s in zip(STEP_COLUMNS, seen) if s)
+
+
+def unevidenced(X: np.ndarray, steps: frozenset[str] | None) -> np.ndarray:
+    """Per row: does its pipeline have a step no accuracy row had (so its accuracy is unknown)?"""
+    missing = [F.INDEX[c] for c in STEP_COLUMNS if steps is not None and c not in steps]
+    if not missing:
+        return np.zeros(len(X), dtype=bool)
+    return np.nan_to_num(X[:, missing]).any(axis=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Components and targets: registries, not if-chains.
 
@@ -725,6 +753,8 @@ class Predictor:
         devices_: device name -> its fingerprint id and the fingerprint fields training saw.
         energy_machines_: the machines (device features) energy can be predicted for.
         known_profiles_: hashes of the profiles trained on (they get the "familiar" bands).
+        accuracy_steps_: the technique steps (`has_*` columns) some accuracy row had; a row with
+            any other step gets NaN accuracy (no evidence). None for bundles from before it.
     """
 
     def __init__(self, n_estimators: int = 150, learning_rate: float = 0.1, max_depth: int = 5,
@@ -810,6 +840,7 @@ class Predictor:
         self.targets_ = tuple(t for t in TARGETS if t not in self.unavailable_)
         self.calibration_ = self._calibrate(data)
         self.known_profiles_ = frozenset(F.profile_keys(data.X))
+        self.accuracy_steps_ = accuracy_steps(data)
         self.data_summary_ = _summary(rows, data)
         self.devices_ = data.devices
         return self
@@ -925,7 +956,7 @@ class Predictor:
 
             raise BundleError("this Predictor is not fitted yet: call fit(rows, profiles) or load a bundle")
         return _Model(self.priors_, self.forests_, self.calibration_, self.latency_mode, self.energy_machines_,
-                      self.known_profiles_)
+                      self.known_profiles_, getattr(self, "accuracy_steps_", None))
 
     def predict(self, X: np.ndarray | pd.DataFrame, profiles: Mapping[str, ModelProfile] | None = None,
                 fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, np.ndarray]:
@@ -954,6 +985,8 @@ class Predictor:
         return {"params": self.get_params(), "feature_names": list(self.feature_names_),
                 "priors": {k: p.to_dict() for k, p in self.priors_.items()},
                 "calibration": self.calibration_, "known_profiles": sorted(self.known_profiles_),
+                "accuracy_steps": (None if getattr(self, "accuracy_steps_", None) is None
+                                   else sorted(self.accuracy_steps_)),
                 "n_rows": self.n_rows_, "targets": list(self.targets_),
                 "unavailable": self.unavailable_, "data_summary": self.data_summary_, "devices": self.devices_,
                 "energy_machines": {"columns": [F.FEATURE_NAMES[i] for i in _MACHINE_COLUMNS],
@@ -970,6 +1003,8 @@ class Predictor:
         pred.calibration_ = {t: {lv: dict(v) for lv, v in levels.items()}
                              for t, levels in state.get("calibration", {}).items()}
         pred.known_profiles_ = frozenset(state.get("known_profiles", ()))
+        steps = state.get("accuracy_steps")
+        pred.accuracy_steps_ = None if steps is None else frozenset(steps)
         pred.n_rows_ = dict(state.get("n_rows", {}))
         pred.targets_ = tuple(state["targets"])
         pred.unavailable_ = dict(state.get("unavailable", {}))
@@ -993,6 +1028,7 @@ class _Model:
     latency_mode: str
     energy_machines: np.ndarray
     known_profiles: frozenset[str]
+    accuracy_steps: frozenset[str] | None = None
 
     def _q(self, name: str, X: np.ndarray) -> np.ndarray | None:
         forest = self.forests.get(name)
@@ -1037,6 +1073,7 @@ class _Model:
                 out[name] = q + log_size_prior
         q = self._q("accuracy_delta", X)
         if q is not None:
+            q[unevidenced(X, self.accuracy_steps)] = np.nan
             q[F.is_original(X)] = 0.0
             out["accuracy_delta"] = q
         return out

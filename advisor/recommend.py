@@ -3,7 +3,9 @@
 Input: the predicted p10/p50/p90 of every candidate (latency, energy, size, accuracy change)
 for one network on one device, and the user's constraints. A budget counts as met only when
 the predicted P-quantile meets it (P = `confidence`, default 0.9): the pessimistic side is the
-upper quantile for latency, energy and size, and the lower one for the accuracy change.
+upper quantile for latency, energy and size, and the lower one for the accuracy change. An
+accuracy change the predictor has no evidence for is NaN: it never meets an accuracy limit,
+ranks last when accuracy is the objective, and is left out of the best trade-off.
 
 The seed study's lesson is built in: the uncompressed model is always a candidate, and it is
 kept unless a compressed plan is feasible and better enough (`MIN_GAIN`) on the objective.
@@ -250,6 +252,9 @@ def _family_reasons(specs, pred, feasible, miss, limits, best, decision, conf) -
                 what = {"latency_ms": "misses the latency budget", "energy_mj": "misses the energy budget",
                         "size_mb": "exceeds the size limit", "accuracy_delta_pp": "breaks the accuracy limit"}[t]
                 parts.append(f"{what} by {mv[j]:.3g} {unit} at the {conf:.0%} bound ({specs[j]})")
+        acc = pred.get("accuracy_delta_pp")
+        if acc is not None and not np.isfinite(acc[m, 1]).any():
+            parts.append("accuracy change unknown: no training row measured it, so it is never promised")
         if not parts:
             if feasible[m].any():
                 parts.append("feasible but not better on the objective than the choice")

@@ -276,9 +276,14 @@ def write_markdown(path: Path, result: dict) -> str:
         f"{result['machine_id']}); date {result['date_utc']}; TFLite (ai-edge-litert), 1 thread.",
         f"Training: teacher {_epochs(s['teacher_epochs'])} (Adam {s['teacher_lr']:g}, cosine decay, flips and "
         f"crops), fine-tuning {_epochs(s['finetune_epochs'])} (Adam {s['finetune_lr']:g}), distillation students "
-        f"{_epochs(s['finetune_epochs'] * s['distill_factor'])} from scratch; batch {s['batch_size']}; "
-        f"{s['train_samples']} training and {s['test_samples']} test images; seed {s['seed']}. Teacher training took "
-        f"{result['teacher']['seconds']:.0f} s.",
+        f"{_epochs(s['finetune_epochs'] * s['distill_factor'])} from scratch "
+        f"(Adam {s.get('student_lr', s['finetune_lr']):g}); batch {s['batch_size']}; "
+        f"{s['train_samples']} training and {s['test_samples']} test images; seed {s['seed']}"
+        + (f"; fine-tuning also on {s['augment_copies']} flipped-and-cropped copies" if s.get("augment_copies")
+           else "")
+        + (f". Teacher weights loaded from `{s['teacher_weights']}` (trained by an earlier run of these settings)."
+           if "loaded" in (result["teacher"]["history"] or [{}])[0]
+           else f". Teacher training took {result['teacher']['seconds']:.0f} s."),
         f"Latency: single-image invoke, median over interleaved rounds ({result['timing']['rounds']} rounds), "
         f"as a ratio to the original in the same rounds; other processes used "
         + (f"{result['timing']['other_cpu_share']:.0%}" if result["timing"]["other_cpu_share"] is not None
@@ -319,10 +324,17 @@ def main() -> int:
     ap.add_argument("--test-samples", type=int, default=10000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--teacher-lr", type=float, default=1e-3)
-    ap.add_argument("--finetune-lr", type=float, default=1e-3)
+    ap.add_argument("--finetune-lr", type=float, default=1e-3,
+                    help="Adam's rate when fine-tuning the trained network (pruning, low rank, the reference)")
+    ap.add_argument("--student-lr", type=float, default=1e-3,
+                    help="Adam's rate for distillation students, trained from scratch")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "slimnets"),
                     help="output path without suffix: writes OUT.json and OUT.md")
+    ap.add_argument("--teacher", default=None,
+                    help="teacher weights file (.weights.h5): loaded if it exists, else written after training")
+    ap.add_argument("--augment-copies", type=int, default=0,
+                    help="fine-tune on the training images plus this many flipped-and-cropped copies")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (1 epoch, 1000/500 images, 3 plans)")
     args = ap.parse_args()
     if args.quick:
@@ -350,13 +362,27 @@ def main() -> int:
     keras.utils.set_random_seed(args.seed)
     teacher = build_vgg(keras)
     t0 = time.monotonic()
-    history = train_teacher(keras, teacher, x_train, y_train, args.teacher_epochs, args.batch_size,
-                            args.teacher_lr, args.seed)
+    cached = Path(args.teacher) if args.teacher else None
+    if cached is not None and cached.is_file():
+        teacher.load_weights(cached)  # Keras's own weights file: the bench's own output, not a user's
+        history = [{"loaded": str(cached)}]
+        log(f"teacher weights loaded from {cached}")
+    else:
+        history = train_teacher(keras, teacher, x_train, y_train, args.teacher_epochs, args.batch_size,
+                                args.teacher_lr, args.seed)
+        if cached is not None:
+            teacher.save_weights(cached)
     teacher_s = time.monotonic() - t0
     rep_x = x_train[np.random.default_rng(args.seed).permutation(len(x_train))[:100]]
-    data = TrainData(x_train, y_train, "dataset:cifar10")
-    settings = FinetuneSettings(epochs=args.finetune_epochs, max_samples=len(x_train), batch_size=args.batch_size,
-                                learning_rate=args.finetune_lr, distill_factor=args.distill_factor)
+    x_ft, y_ft = x_train, y_train
+    if args.augment_copies > 0:  # fine-tune on what the teacher trained on: flips and crops
+        rng = np.random.default_rng(args.seed + 1)
+        x_ft = np.concatenate([x_train, *(augment(x_train, rng) for _ in range(args.augment_copies))])
+        y_ft = np.concatenate([y_train] * (args.augment_copies + 1))
+    data = TrainData(x_ft, y_ft, "dataset:cifar10")
+    settings = FinetuneSettings(epochs=args.finetune_epochs, max_samples=len(x_ft), batch_size=args.batch_size,
+                                learning_rate=args.finetune_lr, distill_factor=args.distill_factor,
+                                student_learning_rate=args.student_lr)
 
     blob = convert(Compressed(teacher, Pipeline.parse("none"), "none"), None)
     original = {"plan": "none", "label": "original (none)", "kind": "original", "status": "ok",
@@ -413,7 +439,8 @@ def main() -> int:
                      "teacher_epochs": args.teacher_epochs, "finetune_epochs": args.finetune_epochs,
                      "distill_factor": args.distill_factor, "train_samples": len(x_train),
                      "test_samples": len(x_test), "batch_size": args.batch_size, "teacher_lr": args.teacher_lr,
-                     "finetune_lr": args.finetune_lr, "seed": args.seed, "threads": 1,
+                     "finetune_lr": args.finetune_lr, "student_lr": args.student_lr, "seed": args.seed, "threads": 1,
+                     "augment_copies": args.augment_copies, "teacher_weights": args.teacher,
                      "architecture": "VGG-style: (Conv3x3+BN+ReLU)x2+pool at 32/64/128, Dense 256, Dropout 0.5, "
                                      "Dense 10 softmax"},
         "teacher": {"seconds": teacher_s, "history": history, "parameters": original["parameters"]},

@@ -29,6 +29,9 @@ class FinetuneSettings:
     learning_rate: float = 1e-3  # Adam's default, as in TF Model Optimization's own guides
     #: A distillation student starts from scratch: it trains this many times `epochs`.
     distill_factor: int = 5
+    #: Adam's rate for a student trained from scratch (None: `learning_rate`). Fine-tuning a
+    #: trained network wants a smaller rate than training one from nothing.
+    student_learning_rate: float | None = None
 
     def steps(self, n: int, batch: int | None = None) -> int:
         """Optimizer steps fine-tuning takes on `n` samples."""
@@ -302,7 +305,8 @@ def _apply_distill(model, steps: tuple[Technique, ...], data: TrainData, setting
     teacher = out if ctx["from_logits"] else np.log(np.clip(out, 1e-7, 1.0))
     y = np.concatenate([np.asarray(data.y[:n], dtype=np.float32).reshape(-1, 1), teacher], axis=1)
     epochs = settings.epochs * settings.distill_factor
-    student.compile(optimizer=keras().optimizers.Adam(settings.learning_rate),
+    rate = settings.learning_rate if settings.student_learning_rate is None else settings.student_learning_rate
+    student.compile(optimizer=keras().optimizers.Adam(rate),
                     loss=distill_loss(step.temperature, step.alpha, ctx["from_logits"]))
     student.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, shuffle=True)
     ctx["notes"].append(f"{step.spec}: student of width {step.width:g} ({model.count_params():,} -> "

@@ -130,6 +130,29 @@ def test_recommend_returns_the_documented_contract(advisor, expected):
         assert out["explanation"][0].startswith("nothing meets the constraints")
 
 
+def test_plans_without_accuracy_evidence_say_unknown_and_are_never_chosen_for_accuracy(advisor):
+    """The synthetic rows never measured a student's or a factorised network's accuracy: those plans
+    carry null accuracy in the JSON (strict JSON, no NaN), and accuracy as the objective never picks them."""
+    def structural(spec: str | None) -> bool:
+        return spec is not None and Pipeline.parse(spec).is_structural
+
+    fast = advisor.recommend("mobilenet_v2", budget_ms=1e6, objective="latency", top=200).to_dict()
+    strict_json(json.dumps(fast))
+    plans = [fast["predicted"] | {"technique": fast["technique"]}] + [
+        a["predicted"] | {"technique": a["technique"]} for a in fast["alternatives"]]
+    unknown = [p for p in plans if structural(p["technique"])]
+    assert unknown and all(p["accuracy_delta_pp"] is None for p in unknown)
+    measured = {"ptq-int8", "ptq-dynamic", "prune", "cluster"}  # the steps the synthetic accuracy rows have
+    known = [p for p in plans
+             if p["technique"] and {st.name for st in Pipeline.parse(p["technique"]).steps} <= measured]
+    assert known and all(p["accuracy_delta_pp"] is not None for p in known)
+    if structural(fast["technique"]):
+        assert any("is unknown" in line for line in fast["explanation"])
+    accurate = advisor.recommend("mobilenet_v2", budget_ms=1e6, objective="accuracy").to_dict()
+    assert not structural(accurate["technique"])
+    assert all(p["accuracy_delta_pp"] is not None for p in accurate["pareto"])
+
+
 def test_the_device_is_the_training_machine_named_or_local(advisor):
     # sim-arm had a power meter: an energy budget can be checked there, not on this machine
     rec = advisor.recommend("mobilenet_v2@96", device="sim-arm", budget_mj=1e6)

@@ -56,6 +56,8 @@ def test_profile_features_count_work_per_group():
     assert f["macs_conv_k1"] == 16 * 16 * 16 * 8 + 16 * 16 * 16 * 16  # pointwise, incl. the separable's
     assert f["macs_conv_strided"] == 16 * 16 * 8 * 3 * 9
     assert f["n_ops"] == 8  # BN and ReLU are folded/fused: free
+    # As converted: the separable convolution is two operators; weighted ones keep weight and bias tensors.
+    assert f["tflite_ops"] == 8 and f["tflite_tensors"] == 3 + 3 + 3 + 5 + 1 + 1 + 3
     assert f["act_elements"] == 2048 + 2048 + 4096 + 2 * 4096 + 4096 + 16 + 10
     assert math.isclose(f["share_depthwise"], f["macs_depthwise"] / p.macs)
     assert sum(f[f"macs_{g}_{b}"] for g in F.BUCKETED_GROUPS for b, _, _ in F.SIZE_BUCKETS) == p.macs
@@ -115,18 +117,46 @@ def test_feature_matrix_broadcasts_and_matches_the_dicts():
     np.testing.assert_array_equal(X[1], X[3])
     np.testing.assert_array_equal(F.is_baseline(X), [True, False, False, False])
     np.testing.assert_array_equal(F.as_baseline(X)[2], X[0])
-    # A pruned float pipeline is stored sparsely: its non-zero values, and their count for the index bytes;
-    # a quantized one keeps dense encoding.
+    # A pruned float pipeline stores the kernels of convolutions and dense layers sparsely: their non-zero
+    # values, counted (with their tensors) for the index bytes; biases and the depthwise kernel stay dense.
+    # A quantized pipeline keeps dense encoding.
     Xp = F.feature_matrix(p, ["prune:0.8", "prune:0.8+ptq-int8", "qat-int8"], dev)
     weights = p.params - folded
-    assert Xp[0, F.INDEX["param_bytes"]] == pytest.approx(4 * weights * 0.2)
-    assert Xp[0, F.INDEX["param_sparse"]] == pytest.approx(weights * 0.2)
+    kernels = 3 * 9 * 8 + 8 * 16 + 16 * 16 + 16 * 10  # c1, pw, the separable's pointwise half, fc
+    assert Xp[0, F.INDEX["param_bytes"]] == pytest.approx(4 * (weights - kernels) + 4 * kernels * 0.2)
+    assert Xp[0, F.INDEX["param_sparse"]] == pytest.approx(kernels * 0.2)
+    assert Xp[0, F.INDEX["sparse_tensors"]] == 4
     assert Xp[1, F.INDEX["param_bytes"]] == weights and Xp[1, F.INDEX["param_sparse"]] == 0
     assert Xp[2, F.INDEX["param_sparse"]] == 0 and X[0, F.INDEX["param_sparse"]] == 0
+    assert Xp[1, F.INDEX["sparse_tensors"]] == 0 and X[0, F.INDEX["sparse_tensors"]] == 0
     many = F.feature_matrix(F.profile_vector(p), [f"prune:{s / 1000:g}" for s in range(1, 1000)] * 10,
                             F.device_vector({"logical_cpus": 2}, 1))
     assert many.shape == (9990, len(F.FEATURE_NAMES))
     assert np.allclose(many[:999, F.INDEX["sparsity"]], np.arange(1, 1000) / 1000)
+
+
+def test_stored_bytes_follow_what_each_layer_type_keeps():
+    """Embeddings are pruned but stored dense, QAT leaves embedding and recurrent weights in float32
+    (bench/results/sparse_storage.md): the stored-bytes feature counts them layer type by layer type."""
+    layers = (
+        LayerProfile("emb", "Embedding", 0, 1000 * 16, ((20,),), (20, 16)),
+        LayerProfile("lstm", "LSTM", 20 * 4 * 32 * (16 + 32), 4 * 32 * (16 + 32 + 1), ((20, 16),), (32,)),
+        LayerProfile("fc", "Dense", 32 * 2, 32 * 2 + 2, ((32,),), (2,)),
+    )
+    p = ModelProfile("text", "texts", (20,), "int32", 2, "text", layers)
+    feats = F.profile_features(p)
+    assert feats["params_sparse_stored"] == 64 and feats["n_sparse_stored"] == 1
+    assert feats["tflite_ops"] == 1 + 1 + 1  # an Embedding is one GATHER, an LSTM one fused operator
+    assert feats["tflite_tensors"] == 3 + 13 + 3
+    assert feats["params_qat_float"] == 16000 + 4 * 32 * 49
+    dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
+    X = F.feature_matrix(p, ["prune:0.5", "qat-int8", "ptq-int8"], dev)
+    total = p.params
+    assert X[0, F.INDEX["param_bytes"]] == pytest.approx(4 * total - 4 * 64 * 0.5)  # only the dense kernel thins
+    assert X[0, F.INDEX["param_sparse"]] == pytest.approx(32)
+    floats = feats["params_qat_float"]
+    assert X[1, F.INDEX["param_bytes"]] == pytest.approx(4 * floats + (total - floats))
+    assert X[2, F.INDEX["param_bytes"]] == total  # post-training int8 quantizes every weight
 
 
 def test_rows_without_a_stored_profile_keep_their_totals():

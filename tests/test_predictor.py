@@ -334,6 +334,29 @@ def test_accuracy_change_reads_the_technique_not_the_network(fitted):
     assert not np.array_equal(p.predict(F.fill_derived(harder))["accuracy_delta"][0], acc[0])  # it reads that
 
 
+def test_a_step_no_accuracy_row_had_gets_an_unknown_accuracy_change(fitted):
+    """The synthetic rows measure accuracy for quantization, pruning and clustering, never for a
+    distillation student or a low-rank network: those are unknown (NaN), not the numeric steps' change
+    as if the structural step were free. Latency and size are still predicted."""
+    p, rows, profiles = fitted
+    assert "has_prune" in p.accuracy_steps_ and "has_ptq_int8" in p.accuracy_steps_
+    assert "has_distill" not in p.accuracy_steps_ and "has_lowrank" not in p.accuracy_steps_
+    prof = next(iter(profiles.values()))
+    dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
+    specs = ["none", "ptq-int8", "distill:0.5+ptq-int8", "lowrank:0.5", "prune:0.5+ptq-int8"]
+    out = p.predict(F.feature_matrix(prof, specs, dev))
+    acc = out["accuracy_delta"]
+    assert (acc[0] == 0).all() and np.isfinite(acc[[1, 4]]).all()
+    assert np.isnan(acc[[2, 3]]).all()
+    assert np.isfinite(out["latency"]).all() and np.isfinite(out["size"]).all()
+    # the evidence travels with the bundle's state
+    state = p.to_state()
+    assert "has_distill" not in state["accuracy_steps"]
+    again = Predictor.from_state(state, p.boosters_)
+    np.testing.assert_array_equal(np.isnan(again.predict(F.feature_matrix(prof, specs, dev))["accuracy_delta"]),
+                                  np.isnan(acc))
+
+
 def test_energy_only_for_machines_with_a_power_meter(fitted):
     p, rows, profiles = fitted
     out = p.predict(rows, profiles)

@@ -168,6 +168,25 @@ def test_the_accuracy_limit_is_checked_on_the_lower_quantile():
     assert "breaks the accuracy limit by 0.5 pp" in v["reasons"]["ptq-int8"]
 
 
+def test_an_unknown_accuracy_change_is_never_promised_nor_preferred():
+    """A plan whose accuracy change the predictor has no evidence for (NaN) is fast, but it must not
+    win on the accuracy objective, meet an accuracy limit, or enter the best trade-off."""
+    specs = ["none", "ptq-int8", "distill:0.5+ptq-int8"]
+    pred = {"latency_ms": flat(50, 20, 5),
+            "accuracy_delta_pp": bands((0, 0, 0), (-0.3, -0.1, 0.1), (np.nan, np.nan, np.nan))}
+    v = decide(specs, pred, Constraints(budget_ms=30))  # objective: accuracy
+    assert specs[v["choice"]] == "ptq-int8"
+    assert "accuracy change unknown" in v["reasons"]["distill+ptq-int8"]
+    v = decide(specs, pred, Constraints(budget_ms=30, max_accuracy_drop=5, objective="latency"))
+    assert specs[v["choice"]] == "ptq-int8" and not v["feasible"][2]
+    v = decide(specs, pred, Constraints())
+    assert specs[v["choice"]] == "ptq-int8" and not v["feasible"][2]
+    assert 2 not in set(v["pareto"].tolist())
+    # asked only for speed, the fast plan is chosen: the caller says its accuracy is unknown
+    v = decide(specs, pred, Constraints(budget_ms=30, objective="latency"))
+    assert specs[v["choice"]] == "distill:0.5+ptq-int8"
+
+
 # ---------------------------------------------------------------------------------------------
 # no constraint: the best trade-off
 
