@@ -840,7 +840,7 @@ class Predictor:
         self.targets_ = tuple(t for t in TARGETS if t not in self.unavailable_)
         self.calibration_ = self._calibrate(data)
         self.known_profiles_ = frozenset(F.profile_keys(data.X))
-        self.accuracy_steps_ = accuracy_steps(data)
+        self.accuracy_steps_: frozenset[str] | None = accuracy_steps(data)
         self.data_summary_ = _summary(rows, data)
         self.devices_ = data.devices
         return self
