@@ -18,7 +18,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for
 
 def calibrate(
     device: Annotated[str, typer.Option("--device", "-d", help="The device to calibrate: 'local' or a "
-                                        "device `advisor devices` lists.")] = "local",
+                                        "device `advisor devices` lists (with --refit, also a device "
+                                        "the training data names, such as local:<fingerprint>).")] = "local",
     threads: Annotated[int, typer.Option(help="Interpreter threads to calibrate for.")] = 1,
     store: Annotated[Path, typer.Option(help="Dataset store: the reference rows go here.")] = DEFAULT_STORE,
     bundle: Annotated[Optional[Path], typer.Option("--bundle", help="Bundle to calibrate (default the "

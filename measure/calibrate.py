@@ -60,7 +60,8 @@ def calibrate(device_name: str, *, store: Store, bundle_dir: str | Path | None =
     """Measure the reference set on a device (unless `refit`), fit its calibration, save it.
 
     Args:
-        device_name: the device as `--device` names it (`local`, a configured or ssh device).
+        device_name: the device as `--device` names it (`local`, a configured or ssh device; with
+            `refit`, also a device the bundle was trained on, as its rows name it).
         store: the dataset the reference rows go to and are read from.
         bundle_dir: the bundle to calibrate (default the current one).
         refit: fit from the rows already stored, measuring nothing (after a retraining).
@@ -79,8 +80,14 @@ def calibrate(device_name: str, *, store: Store, bundle_dir: str | Path | None =
 
     bundle = load(bundle_dir or DEFAULT_BUNDLE)
     plan = reference_plan(threads, plan_path)
-    device = device if device is not None else get_device(device_name)
-    device_id = getattr(device, "device_id", device_name)
+    trained_on = getattr(bundle.predictor, "devices_", {}) or {}
+    if refit and device is None and device_name in trained_on:
+        # A device as the training data names it (`local:<fingerprint>` of another machine): its
+        # stored rows and fingerprint are all a refit needs, and it may not be reachable from here.
+        device_id = device_name
+    else:
+        device = device if device is not None else get_device(device_name)
+        device_id = getattr(device, "device_id", device_name)
     report = None
     if not refit:
         report = run_campaign(plan, store=store, device=device, progress=progress, isolate=not in_process)

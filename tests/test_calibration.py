@@ -275,6 +275,19 @@ def test_refit_without_stored_rows_is_one_line_exit_2(capsys, tmp_path, bundle_d
     assert err.count("\n") == 1 and "no reference rows" in err and "without --refit" in err
 
 
+def test_refit_takes_a_device_the_training_data_names(capsys, tmp_path, bundle_dir):
+    """Another machine's rows (named as the training data names them) can be refitted from here: the
+    name is accepted, not looked up as a reachable device; with no stored rows, that is what it says."""
+    plan = tmp_path / "tiny.toml"
+    plan.write_text(TINY_PLAN)
+    code, _, err = run(capsys, "calibrate", "--device", "sim-x86", "--plan", plan, "--store", tmp_path / "empty",
+                       "--bundle", bundle_dir, "--refit")
+    assert code == 2 and "no reference rows of sim-x86" in err
+    code, _, err = run(capsys, "calibrate", "--device", "sim-x86", "--plan", plan, "--store", tmp_path / "empty",
+                       "--bundle", bundle_dir)  # measuring needs a device it can reach
+    assert code == 2 and "unknown device" in err
+
+
 def test_bad_thread_count_is_exit_2(capsys, tmp_path, bundle_dir):
     code, _, err = run(capsys, "calibrate", "--threads", "0", "--store", tmp_path / "s", "--bundle", bundle_dir,
                        "--refit")
