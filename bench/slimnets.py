@@ -275,7 +275,8 @@ def write_markdown(path: Path, result: dict) -> str:
         f"Machine: {fp.get('cpu_model')} ({fp.get('logical_cpus')} logical CPUs, fingerprint "
         f"{result['machine_id']}); date {result['date_utc']}; TFLite (ai-edge-litert), 1 thread.",
         f"Training: teacher {_epochs(s['teacher_epochs'])} (Adam {s['teacher_lr']:g}, cosine decay, flips and "
-        f"crops), fine-tuning {_epochs(s['finetune_epochs'])} (Adam {s['finetune_lr']:g}), distillation students "
+        f"crops), fine-tuning {_epochs(s['finetune_epochs'])} (Adam {s['finetune_lr']:g}"
+        f"{', cosine decay' if s.get('cosine_decay') else ''}), distillation students "
         f"{_epochs(s['finetune_epochs'] * s['distill_factor'])} from scratch "
         f"(Adam {s.get('student_lr', s['finetune_lr']):g}); batch {s['batch_size']}; "
         f"{s['train_samples']} training and {s['test_samples']} test images; seed {s['seed']}"
@@ -333,6 +334,8 @@ def main() -> int:
                     help="output path without suffix: writes OUT.json and OUT.md")
     ap.add_argument("--teacher", default=None,
                     help="teacher weights file (.weights.h5): loaded if it exists, else written after training")
+    ap.add_argument("--cosine", action="store_true",
+                    help="decay every fine-tuning and student rate along a cosine to 5%% (the teacher's schedule)")
     ap.add_argument("--augment-copies", type=int, default=0,
                     help="fine-tune on the training images plus this many flipped-and-cropped copies")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (1 epoch, 1000/500 images, 3 plans)")
@@ -382,7 +385,7 @@ def main() -> int:
     data = TrainData(x_ft, y_ft, "dataset:cifar10")
     settings = FinetuneSettings(epochs=args.finetune_epochs, max_samples=len(x_ft), batch_size=args.batch_size,
                                 learning_rate=args.finetune_lr, distill_factor=args.distill_factor,
-                                student_learning_rate=args.student_lr)
+                                student_learning_rate=args.student_lr, cosine_decay=args.cosine)
 
     blob = convert(Compressed(teacher, Pipeline.parse("none"), "none"), None)
     original = {"plan": "none", "label": "original (none)", "kind": "original", "status": "ok",
@@ -441,6 +444,7 @@ def main() -> int:
                      "test_samples": len(x_test), "batch_size": args.batch_size, "teacher_lr": args.teacher_lr,
                      "finetune_lr": args.finetune_lr, "student_lr": args.student_lr, "seed": args.seed, "threads": 1,
                      "augment_copies": args.augment_copies, "teacher_weights": args.teacher,
+                     "cosine_decay": args.cosine,
                      "architecture": "VGG-style: (Conv3x3+BN+ReLU)x2+pool at 32/64/128, Dense 256, Dropout 0.5, "
                                      "Dense 10 softmax"},
         "teacher": {"seconds": teacher_s, "history": history, "parameters": original["parameters"]},

@@ -32,6 +32,16 @@ class FinetuneSettings:
     #: Adam's rate for a student trained from scratch (None: `learning_rate`). Fine-tuning a
     #: trained network wants a smaller rate than training one from nothing.
     student_learning_rate: float | None = None
+    #: Decay the rate along a cosine to 5% of it over the run (as a network is usually trained),
+    #: instead of holding it constant. Off by default (the campaigns' rows were made without it).
+    cosine_decay: bool = False
+
+    def optimizer(self, rate: float, steps: int):
+        """Adam at `rate`, held or cosine-decayed over `steps` optimizer steps."""
+        k = keras()
+        if self.cosine_decay:
+            rate = k.optimizers.schedules.CosineDecay(rate, decay_steps=max(1, steps), alpha=0.05)
+        return k.optimizers.Adam(rate)
 
     def steps(self, n: int, batch: int | None = None) -> int:
         """Optimizer steps fine-tuning takes on `n` samples."""
@@ -124,11 +134,12 @@ def _one_line(exc: BaseException) -> str:
 
 def _fit(model, data: TrainData, settings: FinetuneSettings, ctx: dict, callbacks=()):
     n = min(len(data.x), settings.max_samples)
-    model.compile(optimizer=keras().optimizers.Adam(settings.learning_rate),
+    fixed = model.inputs[0].shape[0]  # recurrent networks are built with a fixed batch of 1
+    batch = int(fixed or settings.batch_size)
+    model.compile(optimizer=settings.optimizer(settings.learning_rate, math.ceil(n / batch) * settings.epochs),
                   loss=keras().losses.SparseCategoricalCrossentropy(from_logits=ctx["from_logits"]),
                   metrics=["accuracy"])
-    fixed = model.inputs[0].shape[0]  # recurrent networks are built with a fixed batch of 1
-    model.fit(data.x[:n], data.y[:n], batch_size=int(fixed or settings.batch_size), epochs=settings.epochs,
+    model.fit(data.x[:n], data.y[:n], batch_size=batch, epochs=settings.epochs,
               verbose=0, callbacks=list(callbacks), shuffle=True)
     return math.ceil(n / settings.batch_size) * settings.epochs
 
@@ -306,7 +317,7 @@ def _apply_distill(model, steps: tuple[Technique, ...], data: TrainData, setting
     y = np.concatenate([np.asarray(data.y[:n], dtype=np.float32).reshape(-1, 1), teacher], axis=1)
     epochs = settings.epochs * settings.distill_factor
     rate = settings.learning_rate if settings.student_learning_rate is None else settings.student_learning_rate
-    student.compile(optimizer=keras().optimizers.Adam(rate),
+    student.compile(optimizer=settings.optimizer(rate, math.ceil(n / batch) * epochs),
                     loss=distill_loss(step.temperature, step.alpha, ctx["from_logits"]))
     student.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, shuffle=True)
     ctx["notes"].append(f"{step.spec}: student of width {step.width:g} ({model.count_params():,} -> "

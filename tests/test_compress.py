@@ -82,3 +82,16 @@ def test_unsupported_layer_is_a_clear_error(keras, train_data):
     data = TrainData(np.zeros((4, 8), "float32"), np.zeros(4, "int64"), "random")
     with pytest.raises(UnsupportedError, match="no layer that supports it"):
         _compress_convert(model, "prune:0.5", data)
+
+
+def test_cosine_decay_lowers_the_rate_over_the_run(keras):
+    """Off, the fine-tuning rate is held; on, it follows a cosine from the rate to 5% of it."""
+    from measure.compress import FinetuneSettings
+
+    held = FinetuneSettings(learning_rate=1e-3).optimizer(1e-3, 100)
+    assert float(held.learning_rate) == pytest.approx(1e-3)
+    # tf_keras's `learning_rate` reads the current value; the schedule itself is kept here:
+    schedule = FinetuneSettings(cosine_decay=True).optimizer(1e-3, 100)._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(50)) < 1e-3 and float(schedule(100)) == pytest.approx(5e-5)
