@@ -231,6 +231,42 @@ class Advisor:
                            "loo_within_10pct": (calibration.metrics.get("after") or {}).get("within_10pct")}},
         )
 
+    def plan(self, model: str, technique: str, device: str = "local", *, budget_ms: float | None = None,
+             budget_mj: float | None = None, max_size_mb: float | None = None,
+             max_accuracy_drop: float | None = None, threads: int = 1,
+             input_size: int | None = None) -> Recommendation:
+        """The prediction for one given plan, shaped like a recommendation (what `advisor verify`
+        checks on the device): `predicted` is the plan's, `baseline` the uncompressed model's; the
+        decision is the plan itself ("keep" for `none`), whatever the constraints say.
+
+        Raises:
+            SpecError: a malformed technique; and what `recommend` raises for bad input.
+        """
+        from advisor.lookup import device_fingerprint
+        from advisor.techniques import Pipeline
+
+        spec = Pipeline.parse(technique).spec
+        constraints = Constraints(budget_ms, budget_mj, max_size_mb, max_accuracy_drop, "accuracy", 0.9)
+        if threads < 1:
+            raise OptionError(f"--threads must be at least 1, got {threads}")
+        profile = profile_for(model, input_size)
+        fp, device_note = device_fingerprint(device, self.bundle.predictor)
+        pred = self.score(profile, [spec, "none"], fp, threads)
+
+        def bands(i: int) -> dict[str, dict[str, float] | None]:
+            return {t: ({"p10": float(pred[t][i, 0]), "p50": float(pred[t][i, 1]), "p90": float(pred[t][i, 2])}
+                        if t in pred and np.isfinite(pred[t][i]).all() else None) for t in TARGETS}
+
+        from advisor.calibration import device_notes
+
+        calibration, calibration_note = self.calibration(fp, threads)
+        keep = spec == "none"
+        return Recommendation(
+            model=profile.model, device=device, constraints=constraints, decision="keep" if keep else "compress",
+            technique=None if keep else spec, predicted=bands(0), baseline=bands(1), alternatives=[], pareto=[],
+            explanation=[f"the plan asked for: {spec}", *device_notes(device_note, calibration, calibration_note)],
+            predictor={"version": self.bundle.version, "rows_device": _device_rows(self.bundle.predictor, device),
+                       "candidates": 2})
 
 SEARCH_MODES = ("whole", "layerwise")
 

@@ -326,6 +326,47 @@ def recommend(
     print_recommendation(out, typer.echo)
 
 
+
+@app.command("verify")
+def verify_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name (NAME or NAME@SIZE) or a "
+                                                              ".keras/.h5/SavedModel file.")],
+    technique: Annotated[str, typer.Option("--technique", "-t", help="The plan to check, e.g. "
+                                                                     "prune:0.8+ptq-int8 (none: the model as it is).")],
+    device: Annotated[Optional[str], typer.Option(help="The device to measure on: local, a configured board or an "
+                                                  "ssh:// url (default: the configured default, else local).")] = None,
+    budget_ms: Annotated[Optional[float], typer.Option(help="Latency budget to check (ms).")] = None,
+    budget_mj: Annotated[Optional[float], typer.Option(help="Energy budget to check (mJ).")] = None,
+    max_size_mb: Annotated[Optional[float], typer.Option(help="Size limit to check (MB).")] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Accuracy limit to check (points; needs "
+                                                               "--data).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Labelled data for the accuracy change.")] = None,
+    threads: Annotated[int, typer.Option(help="Interpreter threads on the device.")] = 1,
+    input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo names).")] = None,
+    bundle: Annotated[Optional[Path], typer.Option(help="Predictor bundle (default models/current).")] = None,
+    store: Annotated[Path, typer.Option(help="Dataset store the measured rows are appended to.")] = DEFAULT_STORE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compress with a given plan, measure it on the device, and show predicted against measured."""
+    from advisor.api import Advisor
+    from advisor.devices import default_device
+    from measure.verify import verify_recommendation
+
+    device = device or default_device()
+    rec = Advisor.load(bundle).plan(model, technique, device, budget_ms=budget_ms, budget_mj=budget_mj,
+                                    max_size_mb=max_size_mb, max_accuracy_drop=max_accuracy_drop, threads=threads,
+                                    input_size=input_size)
+    result = verify_recommendation(rec, model=model, device=device, data=data, store=store, threads=threads,
+                                   input_size=input_size)
+    if as_json:
+        _emit({**rec.to_dict(), "verification": result})
+        return
+    typer.echo(f"{result['technique']} on {rec.model} ({device}): predicted against measured")
+    for line in rec.explanation[1:]:
+        typer.echo(f"  {line}")
+    for line in result["lines"]:
+        typer.echo(f"  {line}")
+
 from advisor.cli_predictor import register as _register_predictor_commands  # noqa: E402
 
 _register_predictor_commands(app)

@@ -341,6 +341,27 @@ def test_verify_measures_the_choice_stores_the_rows_and_shows_both(capsys, tmp_p
     assert rows.set_index("technique").loc[technique, "latency_ms_median"] == pytest.approx(v["measured"]["latency_ms"])
 
 
+@pytest.mark.tf
+def test_verify_command_measures_the_plan_asked_for(capsys, tmp_path, bundle_dir, tiny_keras_file):
+    """`advisor verify --technique SPEC` checks that plan, not the advisor's choice: both it and the
+    original are measured and stored, and the predicted p50s are the ones `predict` gives."""
+    from advisor.store import Store
+
+    store = tmp_path / "store"
+    code, out, err = run(capsys, "verify", "--model", tiny_keras_file, "--technique", "ptq-dynamic", "--budget-ms",
+                         "1000", "--store", store, "--bundle", bundle_dir, "--json")
+    assert code == 0, err
+    res = strict_json(out)
+    assert res["technique"] == "ptq-dynamic" and res["decision"] == "compress"
+    v = res["verification"]
+    assert v["technique"] == "ptq-dynamic" and v["constraints_hold"] == {"latency_ms": True}
+    assert v["predicted"]["latency_ms"] == res["predicted"]["latency_ms"]["p50"]
+    assert set(Store(store).read()["technique"]) == {"none", "ptq-dynamic"}
+    code, _, err = run(capsys, "verify", "--model", tiny_keras_file, "--technique", "prune:1.5", "--store", store,
+                       "--bundle", bundle_dir)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "prune" in err
+
+
 def test_python_api_loads_no_command_line_or_training_libraries(bundle_dir):
     """Deployment tooling calls the API in its own process: no typer, pandas, xgboost, TensorFlow."""
     code = ("import sys; from advisor import Advisor; "
