@@ -10,7 +10,7 @@ LABELS = {"latency_ms": "latency", "energy_mj": "energy", "size_mb": "size", "ac
 
 def _band(b: dict | None, unit: str) -> str:
     if b is None:
-        return "n/a"
+        return "unknown" if unit == "pp" else "n/a"  # an accuracy change without evidence, or no model
     return f"{b['p50']:.3g} {unit} [{b['p10']:.3g}–{b['p90']:.3g}]"
 
 
