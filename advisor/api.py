@@ -179,8 +179,7 @@ class Advisor:
         best = verdict["choice"]
 
         def bands(i: int) -> dict[str, dict[str, float] | None]:
-            return {t: ({"p10": float(pred[t][i, 0]), "p50": float(pred[t][i, 1]), "p90": float(pred[t][i, 2])}
-                        if t in pred and np.isfinite(pred[t][i]).all() else None) for t in TARGETS}
+            return _bands(pred, i)
 
         feasible = verdict["feasible"]
         order = [i for i in _ranked(pred, verdict["objective"]) if i != best and feasible[i]]
@@ -252,21 +251,23 @@ class Advisor:
         profile = profile_for(model, input_size)
         fp, device_note = device_fingerprint(device, self.bundle.predictor)
         pred = self.score(profile, [spec, "none"], fp, threads)
-
-        def bands(i: int) -> dict[str, dict[str, float] | None]:
-            return {t: ({"p10": float(pred[t][i, 0]), "p50": float(pred[t][i, 1]), "p90": float(pred[t][i, 2])}
-                        if t in pred and np.isfinite(pred[t][i]).all() else None) for t in TARGETS}
-
         from advisor.calibration import device_notes
 
         calibration, calibration_note = self.calibration(fp, threads)
         keep = spec == "none"
         return Recommendation(
             model=profile.model, device=device, constraints=constraints, decision="keep" if keep else "compress",
-            technique=None if keep else spec, predicted=bands(0), baseline=bands(1), alternatives=[], pareto=[],
+            technique=None if keep else spec, predicted=_bands(pred, 0), baseline=_bands(pred, 1), alternatives=[],
+            pareto=[],
             explanation=[f"the plan asked for: {spec}", *device_notes(device_note, calibration, calibration_note)],
             predictor={"version": self.bundle.version, "rows_device": _device_rows(self.bundle.predictor, device),
                        "candidates": 2})
+
+def _bands(pred: dict[str, np.ndarray], i: int) -> dict[str, dict[str, float] | None]:
+    """Candidate i's p10/p50/p90 per target; None where the predictor has no model, or no evidence
+    for this candidate (an unknown accuracy change)."""
+    return {t: ({"p10": float(pred[t][i, 0]), "p50": float(pred[t][i, 1]), "p90": float(pred[t][i, 2])}
+                if t in pred and np.isfinite(pred[t][i]).all() else None) for t in TARGETS}
 
 SEARCH_MODES = ("whole", "layerwise")
 
