@@ -144,6 +144,17 @@ class Advisor:
                 out[target] = q
         return out
 
+    def _network_on_device(self, model: str, device: str, threads: int, input_size: int | None
+                           ) -> tuple[ModelProfile, dict, str | None]:
+        """(profile, device fingerprint, device note) for a question about `model` on `device`."""
+        from advisor.lookup import device_fingerprint
+
+        if threads < 1:
+            raise OptionError(f"--threads must be at least 1, got {threads}")
+        profile = profile_for(model, input_size)
+        fp, device_note = device_fingerprint(device, self.bundle.predictor)
+        return profile, fp, device_note
+
     def recommend(self, model: str, device: str = "local", *, budget_ms: float | None = None,
                   budget_mj: float | None = None, max_size_mb: float | None = None,
                   max_accuracy_drop: float | None = None, objective: str = "accuracy",
@@ -153,16 +164,11 @@ class Advisor:
 
         `search="layerwise"` also searches plans that treat layers differently (`advisor.search`)
         and reports the best of them beside the best whole-model plan."""
-        from advisor.lookup import device_fingerprint
-
         constraints = Constraints(budget_ms, budget_mj, max_size_mb, max_accuracy_drop, objective, confidence)
-        if threads < 1:
-            raise OptionError(f"--threads must be at least 1, got {threads}")
         if top < 1:
             raise OptionError(f"--top must be at least 1, got {top}")
-        profile = profile_for(model, input_size)
+        profile, fp, device_note = self._network_on_device(model, device, threads, input_size)
         predictor = self.bundle.predictor
-        fp, device_note = device_fingerprint(device, predictor)
         if search not in SEARCH_MODES:
             raise OptionError(f"unknown --search '{search}' (valid: {', '.join(SEARCH_MODES)})")
         specs = list(candidate_specs())
@@ -241,25 +247,19 @@ class Advisor:
         Raises:
             SpecError: a malformed technique; and what `recommend` raises for bad input.
         """
-        from advisor.lookup import device_fingerprint
+        from advisor.calibration import device_notes
         from advisor.techniques import Pipeline
 
         spec = Pipeline.parse(technique).spec
         constraints = Constraints(budget_ms, budget_mj, max_size_mb, max_accuracy_drop, "accuracy", 0.9)
-        if threads < 1:
-            raise OptionError(f"--threads must be at least 1, got {threads}")
-        profile = profile_for(model, input_size)
-        fp, device_note = device_fingerprint(device, self.bundle.predictor)
+        profile, fp, device_note = self._network_on_device(model, device, threads, input_size)
         pred = self.score(profile, [spec, "none"], fp, threads)
-        from advisor.calibration import device_notes
-
         calibration, calibration_note = self.calibration(fp, threads)
         keep = spec == "none"
         return Recommendation(
             model=profile.model, device=device, constraints=constraints, decision="keep" if keep else "compress",
             technique=None if keep else spec, predicted=_bands(pred, 0), baseline=_bands(pred, 1), alternatives=[],
-            pareto=[],
-            explanation=[f"the plan asked for: {spec}", *device_notes(device_note, calibration, calibration_note)],
+            pareto=[], explanation=device_notes(device_note, calibration, calibration_note),
             predictor={"version": self.bundle.version, "rows_device": _device_rows(self.bundle.predictor, device),
                        "candidates": 2})
 

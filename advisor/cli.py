@@ -362,7 +362,7 @@ def verify_command(
         _emit({**rec.to_dict(), "verification": result})
         return
     typer.echo(f"{result['technique']} on {rec.model} ({device}): predicted against measured")
-    for line in rec.explanation[1:]:
+    for line in rec.explanation:
         typer.echo(f"  {line}")
     for line in result["lines"]:
         typer.echo(f"  {line}")
