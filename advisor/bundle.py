@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from advisor import features as F
+from advisor import layer_costs
 from advisor.errors import BundleError
 from advisor.predictor import COMPONENTS, TARGETS, Predictor
 from advisor.trees import Forest
@@ -185,7 +186,9 @@ def save(predictor: Predictor, directory: str | Path = DEFAULT_BUNDLE,
         for name, raw in predictor.boosters_.items():
             (temp / f"{name}.json").write_bytes(raw)
             card["components"][name] = {"file": f"{name}.json", "sha256": _sha256(raw),
-                                        "rows": predictor.n_rows_.get(name), "doc": COMPONENTS[name].doc}
+                                        "rows": predictor.n_rows_.get(name), "doc": _doc(name)}
+            if name == layer_costs.NAME:
+                card["components"][name]["unit_schema"] = F.schema_hash(layer_costs.UNIT_FEATURES)
         if training_ids is not None:
             ids = sorted({str(i) for i in training_ids})
             content: dict[str, list[str]] = {"config_ids": ids}
@@ -205,6 +208,10 @@ def save(predictor: Predictor, directory: str | Path = DEFAULT_BUNDLE,
         raise BundleError(f"cannot write bundle {directory}: {exc}") from None
     shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def _doc(name: str) -> str:
+    return layer_costs.DOC if name == layer_costs.NAME else COMPONENTS[name].doc
 
 
 def read_card(directory: str | Path = DEFAULT_BUNDLE, follow: bool = True) -> dict[str, Any]:
@@ -265,9 +272,15 @@ def load(directory: str | Path = DEFAULT_BUNDLE, follow: bool = True) -> LoadedB
             forest = Forest.from_json(raw)
         except BundleError as exc:
             raise BundleError(f"bundle {directory}: {path.name}: {exc}") from None
-        if forest.num_feature != len(F.FEATURE_NAMES):
+        width = len(F.FEATURE_NAMES)
+        if name == layer_costs.NAME:
+            width = len(layer_costs.UNIT_FEATURES)
+            if entry.get("unit_schema") != F.schema_hash(layer_costs.UNIT_FEATURES):
+                raise BundleError(f"bundle {directory}: {path.name} was trained on another per-layer schema than "
+                                  "this code's: retrain with `advisor train`")
+        if forest.num_feature != width:
             raise BundleError(f"bundle {directory}: {path.name} expects {forest.num_feature} features, this code "
-                              f"has {len(F.FEATURE_NAMES)}")
+                              f"has {width}")
         boosters[name], forests[name] = raw, forest
     try:
         predictor = Predictor.from_state(card["predictor"], boosters, forests)

@@ -21,6 +21,9 @@ from advisor.lookup import DEFAULT_STORE, PROFILES_DIR, device_fingerprint, reso
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
 LatencyModeOpt = Annotated[str, typer.Option("--latency-mode", help="composed (baseline x ratio) or direct "
                                              "(one booster): compare them with `advisor evaluate`.")]
+LayerLatencyOpt = Annotated[bool, typer.Option("--layer-latency/--no-layer-latency", help="Learn per-layer costs "
+                                              "on top of the linear latency prior (advisor.layer_costs); off: "
+                                              "the linear prior alone, for comparison.")]
 
 
 def _emit(obj: Any) -> None:
@@ -68,6 +71,7 @@ def train(
     evaluate_split: Annotated[str, typer.Option("--evaluate", help="Held-out split whose metrics go in the card: "
                                                 "family, random, device, or none.")] = "family",
     latency_mode: LatencyModeOpt = "composed",
+    layer_latency: LayerLatencyOpt = True,
     cluster: Annotated[Optional[str], typer.Option(
         "--cluster", help="Train the boosters with xgboost.dask on the Dask cluster at this scheduler address "
                           "(tcp://host:8786), the held-out evaluation's too; the bundle is the same.")] = None,
@@ -82,7 +86,7 @@ def train(
         raise OptionError(f"unknown --evaluate {evaluate_split!r} (valid: {', '.join(SPLITS)}, none)")
     rows, profiles = read_training_data(data)
     fingerprints = read_fingerprints(data)
-    params: dict[str, Any] = {"latency_mode": latency_mode}
+    params: dict[str, Any] = {"latency_mode": latency_mode, "layer_latency": layer_latency}
     with contextlib.ExitStack() as stack:
         stack.enter_context(train_lock(out))  # one writer of models/ at a time (fails fast)
         if cluster is not None:
@@ -119,6 +123,7 @@ def evaluate_command(
     folds: Annotated[int, typer.Option(help="Folds for the family and random splits.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed for the fold assignment.")] = 0,
     latency_mode: LatencyModeOpt = "composed",
+    layer_latency: LayerLatencyOpt = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Score the predictor on held-out rows, against the FLOPs-proportional baseline."""
@@ -127,7 +132,7 @@ def evaluate_command(
     if split not in SPLITS:
         raise OptionError(f"unknown --split {split!r} (valid: {', '.join(SPLITS)})")
     rows, profiles = read_training_data(data)
-    result = evaluate(rows, profiles, split=split, seed=seed, folds=folds, params={"latency_mode": latency_mode},
+    result = evaluate(rows, profiles, split=split, seed=seed, folds=folds, params={"latency_mode": latency_mode, "layer_latency": layer_latency},
                       fingerprints=read_fingerprints(data))
     if as_json:
         _emit(result)

@@ -576,8 +576,37 @@ def _vector(feats: Mapping[str, float], names: tuple[str, ...]) -> np.ndarray:
 
 
 def profile_vector(profile: ModelProfile) -> np.ndarray:
-    """The profile block as a vector in `PROFILE_NAMES` order."""
-    return _vector(profile_features(profile), PROFILE_NAMES)
+    """The profile block as a vector in `PROFILE_NAMES` order.
+
+    The profile is remembered under the block's key (`profile_of`), so that a model of per-layer
+    costs (`advisor.layer_costs`) can find a feature row's layers again."""
+    v = _vector(profile_features(profile), PROFILE_NAMES)
+    _remember(_block_key(v), profile)
+    return v
+
+
+#: The profiles behind the profile blocks this process computed, by block key (`profile_keys`),
+#: newest last; the oldest are forgotten past `_PROFILES_KEPT`. A row whose profile is not here
+#: (built from totals only, or in another process) simply has no per-layer detail.
+_PROFILES: dict[str, ModelProfile] = {}
+_PROFILES_KEPT = 20_000
+
+
+def _block_key(block: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(block, dtype=np.float64).tobytes(), digest_size=8).hexdigest()
+
+
+def _remember(key: str, profile: ModelProfile) -> None:
+    if key in _PROFILES:
+        return
+    if len(_PROFILES) >= _PROFILES_KEPT:
+        del _PROFILES[next(iter(_PROFILES))]
+    _PROFILES[key] = profile
+
+
+def profile_of(key: str) -> ModelProfile | None:
+    """The profile whose block has this key (`profile_keys`), if this process featurised it."""
+    return _PROFILES.get(key)
 
 
 def fill_derived(X: np.ndarray) -> np.ndarray:
@@ -687,7 +716,7 @@ def profile_keys(X: np.ndarray) -> np.ndarray:
     if len(block) == 0:
         return np.zeros(0, dtype=object)
     if np.array_equal(block, np.broadcast_to(block[0], block.shape), equal_nan=True):
-        return np.full(len(block), hashlib.blake2b(block[0].tobytes(), digest_size=8).hexdigest(), dtype=object)
+        return np.full(len(block), _block_key(block[0]), dtype=object)
     rows = block.view(np.dtype((np.void, block.itemsize * block.shape[1]))).ravel()
     unique, inverse = np.unique(rows, return_inverse=True)
     keys = np.array([hashlib.blake2b(u.tobytes(), digest_size=8).hexdigest() for u in unique], dtype=object)

@@ -102,6 +102,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from advisor import features as F
+from advisor import layer_costs
 from advisor.errors import OptionError, SpecError
 from advisor.profile import ModelProfile
 from advisor.trees import Forest
@@ -600,7 +601,7 @@ def _select_latency_base(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[
         idx = np.flatnonzero(extra)[first]
         X = np.vstack([X, F.as_baseline(d.X[idx])])
         lat = np.concatenate([lat, d.latency[idx] / d.ratio[idx]])
-    return X, np.log(lat) - np.log(priors["latency"](X))
+    return X, np.log(lat) - np.log(layer_costs.base_latency(priors, X))
 
 
 def _select_latency_ratio(d: TrainingData, priors: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -611,7 +612,7 @@ def _select_latency_ratio(d: TrainingData, priors: Mapping[str, Any]) -> tuple[n
 
 def _select_latency_direct(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
     rows = d.measured & _positive(d.latency)
-    return d.X[rows], np.log(d.latency[rows]) - np.log(priors["latency"](F.as_baseline(d.X[rows])))
+    return d.X[rows], np.log(d.latency[rows]) - np.log(layer_costs.base_latency(priors, F.as_baseline(d.X[rows])))
 
 
 def _select_power(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
@@ -737,6 +738,8 @@ class Predictor:
         n_jobs: XGBoost threads. 1 by default: on a small shared machine a second OpenMP thread
             spinning against other processes made fitting several times slower.
         latency_mode: "composed" (baseline x ratio, the default) or "direct" (one booster).
+        layer_latency: learn per-layer costs on top of the linear latency prior
+            (`advisor.layer_costs`); False keeps the linear prior alone.
         calibration_folds: folds used to calibrate p10/p90, once by family and once by row
             (0 or 1: no calibration; each fold is one more fit per level).
         min_rows: refuse to fit on fewer usable rows than this.
@@ -747,7 +750,8 @@ class Predictor:
 
     Attributes (after `fit`, or from a bundle):
         boosters_: component -> XGBoost model JSON (bytes); forests_: the same as numpy `Forest`s.
-        priors_: "latency" and "size" `Prior`s; calibration_: target -> {"novel"|"familiar": shifts}.
+        priors_: "latency" and "size" `Prior`s, "latency_ratio", and "latency_layers" (a
+            `LayerCosts`, whose booster is also in boosters_); calibration_: target -> {"novel"|"familiar": shifts}.
         feature_names_: the schema; targets_: available targets; unavailable_: target -> why not.
         n_rows_: training rows per component; data_summary_: rows, hash, per device/source/family.
         devices_: device name -> its fingerprint id and the fingerprint fields training saw.
@@ -761,7 +765,7 @@ class Predictor:
                  min_child_weight: float = 2.0, subsample: float = 0.9, reg_lambda: float = 1.0,
                  n_jobs: int = 1, latency_mode: str = "composed", calibration_folds: int = 3,
                  min_rows: int = 20, min_component_rows: int = 8, random_state: int = 0,
-                 multi_strategy: str = "multi_output_tree"):
+                 multi_strategy: str = "multi_output_tree", layer_latency: bool = True):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.max_depth = max_depth
@@ -775,11 +779,12 @@ class Predictor:
         self.min_component_rows = min_component_rows
         self.random_state = random_state
         self.multi_strategy = multi_strategy
+        self.layer_latency = layer_latency
 
     # -- scikit-learn's parameter protocol (without importing scikit-learn on the answer path) --
     _PARAMS = ("n_estimators", "learning_rate", "max_depth", "min_child_weight", "subsample", "reg_lambda",
                "n_jobs", "latency_mode", "calibration_folds", "min_rows", "min_component_rows", "random_state",
-               "multi_strategy")
+               "multi_strategy", "layer_latency")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters (scikit-learn protocol)."""
@@ -867,6 +872,14 @@ class Predictor:
         priors["latency_ratio"] = fit_ratio_prior(priors["latency"], data.X[compressed], data.ratio[compressed])
         boosters: dict[str, bytes] = {}
         n_rows: dict[str, int] = {}
+        if self.layer_latency:
+            settings = layer_costs.FitSettings(n_jobs=self.n_jobs, seed=self.random_state)
+            families = np.where(is_probe(data.family), "", data.family)[base_rows]
+            layers = layer_costs.fit(data.X[base_rows], data.latency[base_rows], priors["latency"], settings,
+                                     groups=families)
+            if layers is not None:
+                priors[layer_costs.NAME], boosters[layer_costs.NAME] = layers
+                n_rows[layer_costs.NAME] = layers[0].rows
         energy_machines = np.zeros((0, _MACHINE_COLUMNS.size))
         for name in self._components():
             X, y = COMPONENTS[name].select(data, priors)
@@ -983,7 +996,7 @@ class Predictor:
         """Everything learned except the boosters, as JSON-ready data."""
         self._model()
         return {"params": self.get_params(), "feature_names": list(self.feature_names_),
-                "priors": {k: p.to_dict() for k, p in self.priors_.items()},
+                "priors": {k: p.to_dict() for k, p in self.priors_.items() if k != layer_costs.NAME},
                 "calibration": self.calibration_, "known_profiles": sorted(self.known_profiles_),
                 "accuracy_steps": (None if getattr(self, "accuracy_steps_", None) is None
                                    else sorted(self.accuracy_steps_)),
@@ -1015,6 +1028,9 @@ class Predictor:
         pred.boosters_ = dict(boosters)
         pred.forests_ = dict(forests) if forests is not None else {
             name: Forest.from_json(raw) for name, raw in boosters.items()}
+        if layer_costs.NAME in pred.forests_:
+            pred.priors_[layer_costs.NAME] = layer_costs.LayerCosts(pred.forests_[layer_costs.NAME],
+                                                                    int(pred.n_rows_.get(layer_costs.NAME, 0)))
         return pred
 
 
@@ -1040,7 +1056,7 @@ class _Model:
         out: dict[str, np.ndarray] = {}
         base = F.is_baseline(X)
         Xb = F.as_baseline(X) if not base.all() else X
-        log_prior = np.log(self.priors["latency"](Xb))[:, None]
+        log_prior = np.log(layer_costs.base_latency(self.priors, Xb))[:, None]
         if self.latency_mode == "direct":
             q = self._q("latency_direct", X)
             if q is not None:

@@ -1,0 +1,359 @@
+"""Per-layer latency: a learned, non-linear cost for each layer, summed over the network.
+
+nn-Meter's route to accurate latency on unseen networks is to predict each kernel and sum. The
+rows here time whole networks, not layers, so the per-layer model is learned through the sum:
+each executed layer (a "unit"; a separable convolution is two, and one more unit stands for the
+interpreter's fixed cost per invoke) starts from its share of the linear kernel-sum prior
+(`advisor.predictor.Prior`: a cost per MAC, per op and per element of its group, per machine and
+thread count), and an XGBoost model learns a multiplicative correction from the layer's own
+shape: its type, MACs, parameters, elements read and written, kernel, stride, channels and
+output positions, and the device. A network's baseline latency is
+
+    sum over units u of  prior_cost(u) * exp(f(u))
+
+and f is fitted so that this sum matches each measured network (a custom objective on log
+latency: the gradient of a unit is the network's log error times the unit's share of the
+network's time). The linear prior cannot say that a 24-channel 1x1 convolution at 56x56 runs at a
+third of the speed of a 256-channel one, or that a depthwise layer's cost per MAC falls with its
+width; the trees can, and a new network is a new arrangement of layer shapes they have seen.
+
+Held out by family (5 folds, 2026-12-05, 1,027 baseline rows from three x86 machines, before the
+residual trees of `advisor.predictor`): within 10% of the measured latency 40% of rows against
+21% for the linear prior, within 25% 64% against 49%; three fold seeds gave 32-41% against
+16-21%.
+
+A row finds its layers through `features.profile_of` (the profile its profile block was computed
+from in this process); a row without them (only total MACs known) keeps the linear prior. The
+trees are evaluated with numpy (`advisor.trees.Forest`); xgboost is needed only to fit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from advisor import features as F
+from advisor.profile import LayerProfile, ModelProfile
+from advisor.trees import Forest
+
+if TYPE_CHECKING:
+    from advisor.predictor import Prior
+
+#: The name of this model's booster in a bundle (`<name>.json`) and in `Predictor.boosters_`.
+NAME = "latency_layers"
+DOC = "log(layer time / its share of the kernel-sum prior), per layer, fitted through network sums"
+
+#: Keras layer types with a column of their own; any other type has all of them 0 (its group
+#: still says what kind of work it is). "pointwise" is a separable convolution's second half,
+#: "invoke" the fixed cost of one inference.
+UNIT_TYPES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "pointwise", "Dense", "EinsumDense",
+              "LSTM", "GRU", "MultiHeadAttention", "Embedding", "PositionEmbedding", "LayerNormalization",
+              "Activation", "Add", "Multiply", "Concatenate", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+              "AveragePooling2D", "MaxPooling2D", "ZeroPadding2D", "TFOpLambda", "Softmax", "invoke")
+_TYPE_INDEX = {t: i for i, t in enumerate(UNIT_TYPES)}
+_SHAPE_NAMES = ("log_macs", "log_params", "log_written", "log_read", "kernel", "stride", "c_in", "c_out",
+                "log_positions", "macs_per_output")
+#: The device columns the trees see (thread_share and memory are left out: neither sets a
+#: kernel's speed).
+DEVICE_COLUMNS = tuple(n for n in F.DEVICE_NAMES if n not in ("thread_share", "memory_gib"))
+#: The trees' input schema, in order.
+UNIT_FEATURES = (*(f"group_{g}" for g in F.GROUPS), *(f"type_{t}" for t in UNIT_TYPES), *_SHAPE_NAMES,
+                 *DEVICE_COLUMNS)
+_N_GROUPS, _N_TYPES, _N_SHAPE = len(F.GROUPS), len(UNIT_TYPES), len(_SHAPE_NAMES)
+_DEVICE_INDEX = np.array([F.INDEX[n] for n in DEVICE_COLUMNS])
+
+
+@dataclass(frozen=True)
+class Units:
+    """A network's executed layers as the prior and the trees see them.
+
+    Attributes:
+        group: per unit, its index in `features.GROUPS`.
+        work: per unit, (prior work column value, elements written, elements read): what the
+            linear prior's per-group MAC, per-element-written and per-element-read costs multiply.
+        invoke: per unit, True for the one unit that stands for the fixed cost.
+        shape: per unit, the group and type one-hot columns and `_SHAPE_NAMES`.
+    """
+
+    group: np.ndarray
+    work: np.ndarray
+    invoke: np.ndarray
+    shape: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.group)
+
+
+def _elements(shape: tuple[int, ...]) -> float:
+    n = 1.0
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def units(profile: ModelProfile) -> Units:
+    """The units of a network, in the same bookkeeping as `features.profile_features` (free layers
+    skipped, separable convolutions split, padded MACs for vectorised groups), so that the prior's
+    per-unit costs sum to its whole-network value."""
+    group: list[int] = []
+    work: list[tuple[float, float, float]] = []
+    shape: list[np.ndarray] = []
+
+    def add(layer: LayerProfile, g: str, type_name: str, macs: float, params: float, padded: float,
+            written: float, read: float, c_in: int, c_out: int) -> None:
+        row = np.zeros(_N_GROUPS + _N_TYPES + _N_SHAPE)
+        row[F.GROUPS.index(g)] = 1.0
+        if type_name in _TYPE_INDEX:
+            row[_N_GROUPS + _TYPE_INDEX[type_name]] = 1.0
+        positions = written / c_out if c_out else 0.0
+        row[_N_GROUPS + _N_TYPES:] = (math.log1p(macs), math.log1p(params), math.log1p(written), math.log1p(read),
+                                      layer.kernel, layer.stride, c_in, c_out, math.log1p(positions),
+                                      macs / max(written, 1.0))
+        group.append(F.GROUPS.index(g))
+        work.append((padded, written, read))
+        shape.append(row)
+
+    for layer in profile.layers:
+        if layer.type in F.FREE_LAYERS:
+            continue
+        written = float(layer.output_elements)
+        read = float(sum(_elements(s) for s in layer.input_shapes))
+        c_in = int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
+        c_out = int(layer.output_shape[-1]) if layer.output_shape else 0
+        if layer.type in F.SEPARABLE:
+            dw_macs, dw_params = F._separable_split(layer)
+            pw_macs = layer.macs - dw_macs
+            add(layer, "depthwise", layer.type, dw_macs, dw_params, F._padded(dw_macs, c_in), written, read, c_in, c_in)
+            add(layer, "conv", "pointwise", pw_macs, layer.params - dw_params, F._padded(pw_macs, c_out), written,
+                written, c_in, c_out)
+            continue
+        g = F.LAYER_GROUPS.get(layer.type, "other")
+        padded = F._padded(layer.macs, c_out) if g in F.PADDED_GROUPS else float(layer.macs)
+        add(layer, g, layer.type, float(layer.macs), float(layer.params), padded, written, read, c_in, c_out)
+    invoke = np.zeros(_N_GROUPS + _N_TYPES + _N_SHAPE)
+    invoke[F.GROUPS.index("other")] = 1.0
+    invoke[_N_GROUPS + _TYPE_INDEX["invoke"]] = 1.0
+    group.append(F.GROUPS.index("other"))
+    work.append((0.0, 0.0, 0.0))
+    shape.append(invoke)
+    flags = np.zeros(len(group), dtype=bool)
+    flags[-1] = True
+    return Units(np.asarray(group, dtype=np.int64), np.asarray(work, dtype=np.float64).reshape(-1, 3), flags,
+                 np.vstack(shape))
+
+
+_UNITS: dict[str, Units] = {}
+
+
+def units_of(key: str) -> Units | None:
+    """The units of the profile with this block key (`features.profile_keys`), if known here."""
+    found = _UNITS.get(key)
+    if found is None:
+        profile = F.profile_of(key)
+        if profile is None:
+            return None
+        found = _UNITS[key] = units(profile)
+        if len(_UNITS) > F._PROFILES_KEPT:
+            del _UNITS[next(iter(_UNITS))]
+    return found
+
+
+def prior_unit_costs(prior: Prior, x: np.ndarray, u: Units) -> np.ndarray:
+    """Per unit, the linear prior's cost for a network whose feature row is `x` (the coefficient
+    set of its machine and threads): these sum to `prior(x)` (before its floor)."""
+    s = int(prior.set_index(x[None, :])[0])
+    coef = dict(zip(prior.columns, np.asarray(prior.coef)[s]))
+    per_mac = np.array([coef.get(f"macs_{g}_padded" if g in F.PADDED_GROUPS else f"macs_{g}", 0.0) for g in F.GROUPS])
+    per_op = np.array([coef.get(f"n_{g}", 0.0) for g in F.GROUPS])
+    cost = (per_mac[u.group] * u.work[:, 0] + per_op[u.group] + coef.get("act_elements", 0.0) * u.work[:, 1]
+            + coef.get("act_in", 0.0) * u.work[:, 2])
+    cost[u.invoke] = float(np.asarray(prior.intercept)[s])
+    return cost
+
+
+#: A unit's prior cost is never taken below this (ms): a unit the prior thinks free can still be
+#: given a time by the trees.
+_MIN_UNIT_MS = 1e-6
+
+
+def unit_matrix(u: Units, x: np.ndarray) -> np.ndarray:
+    """The trees' input rows (`UNIT_FEATURES`) for the units of one network on one device."""
+    return np.hstack([u.shape, np.broadcast_to(x[_DEVICE_INDEX], (len(u), len(DEVICE_COLUMNS)))])
+
+
+@dataclass(frozen=True, eq=False)
+class LayerCosts:
+    """The fitted per-layer correction: a `Forest` over `UNIT_FEATURES` giving log(time / prior)."""
+
+    forest: Forest
+    rows: int
+
+    def __call__(self, X: np.ndarray, prior: Prior) -> np.ndarray:
+        """Baseline latency (ms) per row of X: the sum of its units' costs, or `prior(X)` for a row
+        whose layers are unknown here."""
+        out = prior(X)
+        if not len(X):
+            return out
+        keys = F.profile_keys(X)
+        # Rows differ mostly in their pipeline; the baseline latency depends on the network and
+        # the device only, so each distinct (network, device) is summed once.
+        device = np.nan_to_num(X[:, F.DEVICE_BLOCK], nan=-1.0)
+        groups: dict[tuple[str, bytes], list[int]] = {}
+        for i, (k, d) in enumerate(zip(keys, device)):
+            groups.setdefault((k, d.tobytes()), []).append(i)
+        for (key, _), idx in groups.items():
+            u = units_of(key)
+            if u is None:
+                continue
+            x = X[idx[0]]
+            base = np.maximum(prior_unit_costs(prior, x, u), _MIN_UNIT_MS)
+            margin = self.forest.predict(unit_matrix(u, x))[:, 0]
+            out[idx] = float(np.sum(base * np.exp(margin)))
+        return out
+
+
+def base_latency(priors: Mapping[str, Any], X: np.ndarray) -> np.ndarray:
+    """The baseline latency prior (ms) per row: per-layer costs where fitted, else the linear prior."""
+    layers = priors.get(NAME)
+    return layers(X, priors["latency"]) if layers is not None else priors["latency"](X)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How the per-layer trees are fitted (custom objective; see the module docstring).
+
+    `rounds` is a ceiling: the number used is chosen on held-out groups (`fit`)."""
+
+    rounds: int = 400
+    learning_rate: float = 0.1
+    max_depth: int = 5
+    min_child_weight: float = 1e-3
+    reg_lambda: float = 1.0
+    min_networks: int = 30
+    #: Folds over the groups to choose the number of rounds, and rounds without improvement
+    #: before a fold stops.
+    validation_folds: int = 3
+    patience: int = 40
+    n_jobs: int = 2
+    seed: int = 0
+
+
+@dataclass
+class _Design:
+    """The unit rows of a set of networks, and which network each unit belongs to."""
+
+    units: np.ndarray
+    base: np.ndarray  # log of each unit's prior cost
+    net: np.ndarray
+    log_y: np.ndarray
+
+    def take(self, networks: np.ndarray) -> _Design:
+        keep = np.isin(self.net, networks)
+        renumber = np.full(len(self.log_y), -1)
+        renumber[networks] = np.arange(len(networks))
+        return _Design(self.units[keep], self.base[keep], renumber[self.net[keep]], self.log_y[networks])
+
+    def error(self, margin: np.ndarray) -> float:
+        """Mean absolute log error of the networks' sums."""
+        return float(np.mean(np.abs(np.log(np.bincount(self.net, np.exp(margin))) - self.log_y)))
+
+
+def _design(X: np.ndarray, latency: np.ndarray, prior: Prior) -> tuple[_Design, np.ndarray]:
+    blocks, bases, owner, targets, rows = [], [], [], [], []
+    keys = F.profile_keys(X) if len(X) else np.zeros(0, dtype=object)
+    for i, key in enumerate(keys):
+        u = units_of(key)
+        if u is None or not (np.isfinite(latency[i]) and latency[i] > 0):
+            continue
+        blocks.append(unit_matrix(u, X[i]))
+        bases.append(np.log(np.maximum(prior_unit_costs(prior, X[i], u), _MIN_UNIT_MS)))
+        owner.append(np.full(len(u), len(targets)))
+        targets.append(math.log(latency[i]))
+        rows.append(i)
+    if not targets:
+        return _Design(np.zeros((0, len(UNIT_FEATURES))), np.zeros(0), np.zeros(0, np.int64), np.zeros(0)), np.zeros(0, np.int64)
+    return _Design(np.vstack(blocks), np.concatenate(bases), np.concatenate(owner), np.asarray(targets)), np.asarray(rows)
+
+
+def _train(design: _Design, settings: FitSettings, rounds: int, valid: _Design | None = None
+           ) -> tuple[Any, list[float]]:
+    """Boost on `design`; with `valid`, stop when its error has not improved for `patience`
+    rounds, and return its error after each round (the first: the prior alone)."""
+    import xgboost as xgb  # fit-time only
+
+    dtrain = xgb.DMatrix(design.units, label=np.zeros(len(design.net)), base_margin=design.base,
+                         feature_names=list(UNIT_FEATURES))
+    net, log_y = design.net, design.log_y
+
+    def objective(margin: np.ndarray, _: Any) -> tuple[np.ndarray, np.ndarray]:
+        # Loss per network: (log sum_u exp(margin_u) - log y)^2. A unit's gradient is twice the
+        # network's log error times its share w of the network's time; 2w is used for the
+        # hessian (a majoriser: a leaf holding a whole network moves it by exactly its error).
+        t = np.exp(margin)
+        total = np.bincount(net, t)
+        share = t / total[net]
+        error = (np.log(total) - log_y)[net]
+        return 2.0 * error * share, np.maximum(2.0 * share, 1e-9)
+
+    params = {"max_depth": settings.max_depth, "eta": settings.learning_rate, "tree_method": "hist",
+              "min_child_weight": settings.min_child_weight, "lambda": settings.reg_lambda,
+              "nthread": settings.n_jobs, "seed": settings.seed, "base_score": 0.0,
+              "objective": "reg:squarederror", "disable_default_eval_metric": 1, "verbosity": 0}
+    if valid is None:
+        return xgb.train(params, dtrain, rounds, obj=objective), []
+    dvalid = xgb.DMatrix(valid.units, label=np.zeros(len(valid.net)), base_margin=valid.base,
+                         feature_names=list(UNIT_FEATURES))
+    history = [valid.error(valid.base)]
+
+    def metric(margin: np.ndarray, _: Any) -> tuple[str, float]:
+        history.append(valid.error(margin))
+        return "network_log_error", history[-1]
+
+    booster = xgb.train(params, dtrain, rounds, obj=objective, evals=[(dvalid, "valid")], custom_metric=metric,
+                        early_stopping_rounds=settings.patience, verbose_eval=False)
+    return booster, history
+
+
+def fit(X: np.ndarray, latency: np.ndarray, prior: Prior, settings: FitSettings = FitSettings(),
+        groups: np.ndarray | None = None) -> tuple[LayerCosts, bytes] | None:
+    """Fit the per-layer trees on baseline rows (X, measured latency in ms).
+
+    The number of rounds is chosen by holding out whole groups (architecture families; a None or
+    empty group, such as a kernel probe's, is always trained on): the trees learn per-layer
+    costs from networks that share layers, and only held-out families say how far that
+    generalises. Returns None (keep the linear prior) when fewer than `settings.min_networks`
+    rows have known layers, or when no number of rounds beat the prior on the held-out groups.
+    Otherwise the model, refitted on every row, and its booster JSON.
+
+    The groups are split into `settings.validation_folds` folds; the rounds chosen minimise the
+    held-out error averaged over the folds (one held-out family alone is too noisy a judge).
+    """
+    design, used = _design(X, latency, prior)
+    if len(design.log_y) < settings.min_networks:
+        return None
+    rounds = settings.rounds
+    g = np.asarray(groups, dtype=object)[used] if groups is not None else F.profile_keys(X[used])
+    named = np.array([x is not None and str(x) != "" for x in g])
+    names = np.unique(g[named].astype(str))
+    folds = min(settings.validation_folds, len(names))
+    if folds >= 2:
+        rng = np.random.default_rng(settings.seed)
+        fold_of = dict(zip(rng.permutation(names), np.arange(len(names)) % folds))
+        fold = np.array([fold_of[str(x)] if ok else -1 for x, ok in zip(g, named)])
+        curves = np.zeros(settings.rounds + 1)
+        for k in range(folds):
+            held = fold == k
+            _, history = _train(design.take(np.flatnonzero(~held)), settings, settings.rounds,
+                                design.take(np.flatnonzero(held)))
+            # A fold that stopped early keeps its last error (a flat tail) for the average.
+            curves += np.concatenate([history, np.full(settings.rounds + 1 - len(history), history[-1])])
+        rounds = int(np.argmin(curves))
+        if rounds == 0:
+            return None
+    booster, _ = _train(design, settings, rounds)
+    raw = bytes(booster.save_raw("json"))
+    return LayerCosts(Forest.from_json(raw), len(design.log_y)), raw

@@ -1,0 +1,179 @@
+"""Per-layer latency costs (advisor.layer_costs), on the synthetic rows of test_predictor.
+
+Their ground truth gives each layer a non-linear efficiency (small layers run below peak), which
+a linear per-MAC prior cannot express and a per-layer model can: these rows are generated, never
+measurements.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from advisor import bundle as B
+from advisor import features as F
+from advisor import layer_costs as L
+from advisor.errors import BundleError
+from advisor.predictor import PRIORS, Predictor, fit_prior, is_probe, prepare
+from advisor.profile import LayerProfile, ModelProfile
+from tests.test_predictor import FAST, _Net, _row, synthetic_rows
+
+
+def _baselines(rows, profiles):
+    d = prepare(rows, profiles)
+    base = d.measured & d.baseline & np.isfinite(d.latency)
+    return d, d.X[base], d.latency[base]
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return synthetic_rows(per_family=6, devices=("sim-x86", "sim-arm"), techniques=("ptq-int8",))
+
+
+def test_units_follow_the_feature_bookkeeping():
+    layers = (
+        LayerProfile("c", "Conv2D", 16 * 16 * 8 * 3 * 9, 8 * 27 + 8, ((32, 32, 3),), (16, 16, 8), 3, 2, 1),
+        LayerProfile("bn", "BatchNormalization", 0, 32, ((16, 16, 8),), (16, 16, 8)),
+        LayerProfile("r", "ReLU", 0, 0, ((16, 16, 8),), (16, 16, 8)),
+        LayerProfile("s", "SeparableConv2D", 16 * 16 * 8 * 9 + 16 * 16 * 8 * 16, 8 * 9 + 8 * 16 + 16,
+                     ((16, 16, 8),), (16, 16, 16), 3, 1, 1),
+        LayerProfile("p", "GlobalAveragePooling2D", 0, 0, ((16, 16, 16),), (16,)),
+        LayerProfile("odd", "SomeCustomLayer", 0, 0, ((16,),), (16,)),
+    )
+    profile = ModelProfile("m", "f", (32, 32, 3), "float32", 16, "image", layers)
+    u = L.units(profile)
+    # Free layers (batch norm, ReLU) are skipped; the separable convolution is two units; one invoke.
+    assert len(u) == 6
+    assert list(np.asarray(F.GROUPS)[u.group]) == ["conv", "depthwise", "conv", "other", "other", "other"]
+    assert u.invoke.tolist() == [False] * 5 + [True]
+    types = u.shape[:, len(F.GROUPS):len(F.GROUPS) + len(L.UNIT_TYPES)]
+    assert types[4].sum() == 0  # a type without a column of its own
+    assert types[5, L.UNIT_TYPES.index("invoke")] == 1
+    assert types[2, L.UNIT_TYPES.index("pointwise")] == 1
+    assert L.unit_matrix(u, np.zeros(len(F.FEATURE_NAMES))).shape == (6, len(L.UNIT_FEATURES))
+
+
+def test_prior_unit_costs_sum_to_the_linear_prior(synthetic):
+    rows, profiles = synthetic
+    _, X, y = _baselines(rows, profiles)
+    prior = fit_prior(PRIORS["latency"], X, y)
+    keys = F.profile_keys(X)
+    sums = np.array([L.prior_unit_costs(prior, X[i], L.units_of(keys[i])).sum() for i in range(len(X))])
+    np.testing.assert_allclose(sums, prior(X), rtol=1e-9)
+
+
+def _shape_latency(profile: ModelProfile, device: str) -> float:
+    """A made-up truth no per-MAC prior can express: a layer's speed per MAC grows with its input
+    channels (narrow layers starve the vector units), and a depthwise MAC costs 4x on one device."""
+    ms = 0.02
+    for layer in profile.layers:
+        if layer.type in F.FREE_LAYERS:
+            continue
+        c_in = layer.input_shapes[0][-1] if layer.input_shapes and layer.input_shapes[0] else 1
+        per_mac = 1e-6 * (1.0 + 48.0 / c_in) * (4.0 if device == "sim-arm" and "Depthwise" in layer.type else 1.0)
+        ms += 0.003 + layer.macs * per_mac
+    return ms
+
+
+def _probes(n: int) -> tuple[list[dict], dict[str, ModelProfile]]:
+    """Single-layer networks of random shape (like plans/kernels.toml's), family `s-conv_kernel`."""
+    rng = np.random.default_rng(1)
+    rows, profiles = [], {}
+    for i in range(n):
+        net = _Net((int(rng.choice([8, 16, 32])),) * 2 + (int(rng.choice([3, 8, 16, 32, 64, 128])),))
+        if i % 3 == 2:
+            net.dw(3, 1)
+        else:
+            net.conv(int(rng.choice([8, 16, 32, 64, 128])), int(rng.choice([1, 3])), 1)
+        net.add("GlobalAveragePooling2D", 0, 0, (net.shape[-1],))
+        profile = ModelProfile(f"probe{i}", "s-conv_kernel", (8, 8, 3), "float32", 10, "image", tuple(net.layers))
+        profiles[profile.digest] = profile
+        for dev in ("sim-x86", "sim-arm"):
+            rows.append(_row(profile, dev, 1, "none", 1.0, 1000, 900, None))
+    return rows, profiles
+
+
+@pytest.fixture(scope="module")
+def shaped(synthetic):
+    """Baseline rows and probes timed by `_shape_latency`."""
+    rows, profiles = synthetic
+    probe_rows, probe_profiles = _probes(60)
+    profiles = {**profiles, **probe_profiles}
+    rows = pd.concat([rows[rows["technique"] == "none"], pd.DataFrame(probe_rows)], ignore_index=True)
+    rows["latency_ms_median"] = [_shape_latency(profiles[d], dev) for d, dev in zip(rows["profile_digest"],
+                                                                                   rows["device"])]
+    return rows, profiles
+
+
+def test_layer_costs_beat_the_linear_prior_on_unseen_families(shaped):
+    rows, profiles = shaped
+    held = rows["family"].isin(["s-bottleneck", "s-inverted"]).to_numpy()
+    d, X_tr, y_tr = _baselines(rows[~held], profiles)
+    _, X_te, y_te = _baselines(rows[held], profiles)
+    prior = fit_prior(PRIORS["latency"], X_tr, y_tr)
+    groups = np.where(is_probe(d.family), "", d.family)[d.baseline]
+    fitted = L.fit(X_tr, y_tr, prior, L.FitSettings(min_networks=10), groups=groups)
+    assert fitted is not None
+    layers, raw = fitted
+    assert layers.rows == len(y_tr) and json.loads(raw)["learner"]
+    linear = np.abs(np.log(prior(X_te) / y_te))
+    learned = np.abs(np.log(layers(X_te, prior) / y_te))
+    assert np.median(learned) < 0.7 * np.median(linear)
+
+
+def test_held_out_families_can_refuse_the_layer_model(synthetic):
+    """Where the linear prior already fits (test_predictor's truth, 2% noise), per-layer trees
+    only learn noise: the held-out folds see it and no layer model is kept."""
+    rows, profiles = synthetic
+    held = rows["family"].isin(["s-bottleneck"]).to_numpy()
+    d, X, y = _baselines(rows[~held], profiles)
+    prior = fit_prior(PRIORS["latency"], X, y)
+    assert L.fit(X, y, prior, L.FitSettings(min_networks=10), groups=d.family[d.baseline]) is None
+
+
+def test_a_row_without_layers_keeps_the_linear_prior(synthetic):
+    rows, profiles = synthetic
+    _, X, y = _baselines(rows, profiles)
+    prior = fit_prior(PRIORS["latency"], X, y)
+    layers, _ = L.fit(X, y, prior, L.FitSettings(rounds=20, min_networks=10))
+    totals_only = X.copy()
+    totals_only[:, F.PROFILE_BLOCK] = F._vector(F.partial_profile_features(1e6, 1e4, 32.0, "image"), F.PROFILE_NAMES)
+    np.testing.assert_allclose(layers(totals_only, prior), prior(totals_only))
+    assert not np.allclose(layers(X, prior), prior(X))
+
+
+def test_too_few_networks_fit_nothing(synthetic):
+    rows, profiles = synthetic
+    _, X, y = _baselines(rows, profiles)
+    prior = fit_prior(PRIORS["latency"], X, y)
+    assert L.fit(X[:5], y[:5], prior, L.FitSettings(min_networks=10)) is None
+
+
+def test_predictor_uses_layer_costs_and_the_switch_turns_them_off(shaped):
+    rows, profiles = shaped
+    on = Predictor(**FAST).fit(rows, profiles)
+    off = Predictor(**FAST, layer_latency=False).fit(rows, profiles)
+    assert L.NAME in on.boosters_ and L.NAME in on.priors_ and on.n_rows_[L.NAME] > 0
+    assert L.NAME not in off.boosters_ and L.NAME not in off.priors_
+    _, X, _ = _baselines(rows, profiles)
+    assert not np.allclose(on.predict(X)["latency"], off.predict(X)["latency"])
+
+
+def test_bundle_keeps_the_layer_model_and_refuses_another_unit_schema(shaped, tmp_path):
+    rows, profiles = shaped
+    predictor = Predictor(**FAST).fit(rows, profiles)
+    path = B.save(predictor, tmp_path / "b")
+    assert (path / f"{L.NAME}.json").is_file()
+    loaded = B.load(path).predictor
+    assert isinstance(loaded.priors_[L.NAME], L.LayerCosts)
+    _, X, _ = _baselines(rows, profiles)
+    np.testing.assert_allclose(loaded.predict(X)["latency"], predictor.predict(X)["latency"], rtol=1e-5)
+    card = json.loads((path / B.CARD).read_text())
+    assert L.NAME not in card["predictor"]["priors"]  # its trees are a file of their own, not card JSON
+    card["components"][L.NAME]["unit_schema"] = "0" * 16
+    (path / B.CARD).write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="per-layer schema"):
+        B.load(path)
