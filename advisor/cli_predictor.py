@@ -132,7 +132,8 @@ def evaluate_command(
     if split not in SPLITS:
         raise OptionError(f"unknown --split {split!r} (valid: {', '.join(SPLITS)})")
     rows, profiles = read_training_data(data)
-    result = evaluate(rows, profiles, split=split, seed=seed, folds=folds, params={"latency_mode": latency_mode, "layer_latency": layer_latency},
+    params = {"latency_mode": latency_mode, "layer_latency": layer_latency}
+    result = evaluate(rows, profiles, split=split, seed=seed, folds=folds, params=params,
                       fingerprints=read_fingerprints(data))
     if as_json:
         _emit(result)

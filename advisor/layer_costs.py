@@ -275,8 +275,10 @@ def _design(X: np.ndarray, latency: np.ndarray, prior: Prior) -> tuple[_Design, 
         targets.append(math.log(latency[i]))
         rows.append(i)
     if not targets:
-        return _Design(np.zeros((0, len(UNIT_FEATURES))), np.zeros(0), np.zeros(0, np.int64), np.zeros(0)), np.zeros(0, np.int64)
-    return _Design(np.vstack(blocks), np.concatenate(bases), np.concatenate(owner), np.asarray(targets)), np.asarray(rows)
+        empty = _Design(np.zeros((0, len(UNIT_FEATURES))), np.zeros(0), np.zeros(0, np.int64), np.zeros(0))
+        return empty, np.zeros(0, np.int64)
+    design = _Design(np.vstack(blocks), np.concatenate(bases), np.concatenate(owner), np.asarray(targets))
+    return design, np.asarray(rows)
 
 
 def _train(design: _Design, settings: FitSettings, rounds: int, valid: _Design | None = None
