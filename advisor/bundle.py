@@ -187,8 +187,8 @@ def save(predictor: Predictor, directory: str | Path = DEFAULT_BUNDLE,
             (temp / f"{name}.json").write_bytes(raw)
             card["components"][name] = {"file": f"{name}.json", "sha256": _sha256(raw),
                                         "rows": predictor.n_rows_.get(name), "doc": _doc(name)}
-            if name == layer_costs.NAME:
-                card["components"][name]["unit_schema"] = F.schema_hash(layer_costs.UNIT_FEATURES)
+            if name in layer_costs.BOOSTERS:
+                card["components"][name]["unit_schema"] = F.schema_hash(layer_costs.BOOSTERS[name][0])
         if training_ids is not None:
             ids = sorted({str(i) for i in training_ids})
             content: dict[str, list[str]] = {"config_ids": ids}
@@ -211,7 +211,7 @@ def save(predictor: Predictor, directory: str | Path = DEFAULT_BUNDLE,
 
 
 def _doc(name: str) -> str:
-    return layer_costs.DOC if name == layer_costs.NAME else COMPONENTS[name].doc
+    return layer_costs.BOOSTERS[name][1] if name in layer_costs.BOOSTERS else COMPONENTS[name].doc
 
 
 def read_card(directory: str | Path = DEFAULT_BUNDLE, follow: bool = True) -> dict[str, Any]:
@@ -273,9 +273,10 @@ def load(directory: str | Path = DEFAULT_BUNDLE, follow: bool = True) -> LoadedB
         except BundleError as exc:
             raise BundleError(f"bundle {directory}: {path.name}: {exc}") from None
         width = len(F.FEATURE_NAMES)
-        if name == layer_costs.NAME:
-            width = len(layer_costs.UNIT_FEATURES)
-            if entry.get("unit_schema") != F.schema_hash(layer_costs.UNIT_FEATURES):
+        if name in layer_costs.BOOSTERS:
+            schema = layer_costs.BOOSTERS[name][0]
+            width = len(schema)
+            if entry.get("unit_schema") != F.schema_hash(schema):
                 raise BundleError(f"bundle {directory}: {path.name} was trained on another per-layer schema than "
                                   "this code's: retrain with `advisor train`")
         if forest.num_feature != width:

@@ -63,8 +63,19 @@ DEVICE_COLUMNS = tuple(n for n in F.DEVICE_NAMES if n not in ("thread_share", "m
 #: The trees' input schema, in order.
 UNIT_FEATURES = (*(f"group_{g}" for g in F.GROUPS), *(f"type_{t}" for t in UNIT_TYPES), *_SHAPE_NAMES,
                  *DEVICE_COLUMNS)
+#: The numeric steps a unit's speed-up is learned from (technique block columns; whole-model
+#: values: a layer-wise plan's coverage shares say how much of the network they reach).
+STEP_COLUMNS = ("n_steps", "quant_dynamic", "quant_float16", "quant_full_int", "quant_aware", "density",
+                "structured", "eff_weight_bits", "eff_act_bits", "cluster_bits", "cover_prune", "cover_quantize")
+RATIO_FEATURES = (*UNIT_FEATURES, *STEP_COLUMNS)
+#: The speed-up model's booster name, and its doc on the card.
+RATIO_NAME = "latency_layer_ratio"
+RATIO_DOC = "log(a layer's time under the numeric steps / its baseline time), fitted through measured ratios"
+#: Every per-layer booster a bundle may hold: name -> (its input schema, its doc).
+BOOSTERS: dict[str, tuple[tuple[str, ...], str]] = {NAME: (UNIT_FEATURES, DOC), RATIO_NAME: (RATIO_FEATURES, RATIO_DOC)}
 _N_GROUPS, _N_TYPES, _N_SHAPE = len(F.GROUPS), len(UNIT_TYPES), len(_SHAPE_NAMES)
 _DEVICE_INDEX = np.array([F.INDEX[n] for n in DEVICE_COLUMNS])
+_STEP_INDEX = np.array([F.INDEX[n] for n in STEP_COLUMNS])
 
 
 @dataclass(frozen=True)
@@ -185,6 +196,24 @@ def unit_matrix(u: Units, x: np.ndarray) -> np.ndarray:
     return np.hstack([u.shape, np.broadcast_to(x[_DEVICE_INDEX], (len(u), len(DEVICE_COLUMNS)))])
 
 
+def step_matrix(u: Units, x: np.ndarray) -> np.ndarray:
+    """The speed-up trees' input rows (`RATIO_FEATURES`): the units, and the pipeline's numeric steps."""
+    return np.hstack([unit_matrix(u, x), np.broadcast_to(x[_STEP_INDEX], (len(u), len(STEP_COLUMNS)))])
+
+
+def _distinct(X: np.ndarray, columns: np.ndarray | None = None) -> dict[tuple[str, bytes], list[int]]:
+    """Rows by (network, device[, columns]): what a per-layer sum depends on, computed once each."""
+    keys = F.profile_keys(X)
+    parts = [np.nan_to_num(X[:, F.DEVICE_BLOCK], nan=-1.0)]
+    if columns is not None:
+        parts.append(np.nan_to_num(X[:, columns], nan=-1.0))
+    rest = np.hstack(parts)
+    groups: dict[tuple[str, bytes], list[int]] = {}
+    for i, (k, r) in enumerate(zip(keys, rest)):
+        groups.setdefault((k, r.tobytes()), []).append(i)
+    return groups
+
+
 @dataclass(frozen=True, eq=False)
 class LayerCosts:
     """The fitted per-layer correction: a `Forest` over `UNIT_FEATURES` giving log(time / prior)."""
@@ -198,28 +227,74 @@ class LayerCosts:
         out = prior(X)
         if not len(X):
             return out
-        keys = F.profile_keys(X)
         # Rows differ mostly in their pipeline; the baseline latency depends on the network and
         # the device only, so each distinct (network, device) is summed once.
-        device = np.nan_to_num(X[:, F.DEVICE_BLOCK], nan=-1.0)
-        groups: dict[tuple[str, bytes], list[int]] = {}
-        for i, (k, d) in enumerate(zip(keys, device)):
-            groups.setdefault((k, d.tobytes()), []).append(i)
-        for (key, _), idx in groups.items():
+        for (key, _), idx in _distinct(X).items():
             u = units_of(key)
             if u is None:
                 continue
-            x = X[idx[0]]
-            base = np.maximum(prior_unit_costs(prior, x, u), _MIN_UNIT_MS)
-            margin = self.forest.predict(unit_matrix(u, x))[:, 0]
-            out[idx] = float(np.sum(base * np.exp(margin)))
+            out[idx] = float(np.sum(np.exp(self.log_costs(prior, X[idx[0]], u))))
         return out
+
+    def log_costs(self, prior: Prior, x: np.ndarray, u: Units) -> np.ndarray:
+        """log ms per unit of one network on one device."""
+        base = np.log(np.maximum(prior_unit_costs(prior, x, u), _MIN_UNIT_MS))
+        return base + self.forest.predict(unit_matrix(u, x))[:, 0]
+
+
+def _log_unit_costs(priors: Mapping[str, Any], x: np.ndarray, u: Units) -> np.ndarray:
+    """log ms per unit of a baseline network: the per-layer costs where fitted, else the linear
+    prior's shares."""
+    layers = priors.get(NAME)
+    if layers is not None:
+        return layers.log_costs(priors["latency"], x, u)
+    return np.log(np.maximum(prior_unit_costs(priors["latency"], x, u), _MIN_UNIT_MS))
 
 
 def base_latency(priors: Mapping[str, Any], X: np.ndarray) -> np.ndarray:
     """The baseline latency prior (ms) per row: per-layer costs where fitted, else the linear prior."""
     layers = priors.get(NAME)
     return layers(X, priors["latency"]) if layers is not None else priors["latency"](X)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSpeedups:
+    """Per-layer speed-ups of numeric steps: a `Forest` over `RATIO_FEATURES` giving log(time
+    under the steps / baseline time) for each unit. A pipeline's ratio to its baseline is the
+    units' baseline times, each scaled by its speed-up, over their sum: int8 can speed a wide
+    convolution up fourfold and slow a hard-swish's element-wise ops down, and the mix follows
+    the network's layers."""
+
+    forest: Forest
+    rows: int
+
+    def __call__(self, X: np.ndarray, priors: Mapping[str, Any]) -> np.ndarray:
+        """Latency ratio to the baseline per row (1 for baseline rows); `RatioPrior`'s where a
+        row's layers are unknown here."""
+        out = priors["latency_ratio"](X, priors["latency"])
+        compressed = np.flatnonzero(~F.is_baseline(X))
+        if not len(compressed):
+            return out
+        Xc = X[compressed]
+        Xb = F.as_baseline(Xc)
+        costs: dict[tuple[str, bytes], np.ndarray] = {}
+        for (key, _), idx in _distinct(Xc, _STEP_INDEX).items():
+            u = units_of(key)
+            if u is None:
+                continue
+            device = np.nan_to_num(Xb[idx[0], F.DEVICE_BLOCK], nan=-1.0).tobytes()
+            if (key, device) not in costs:
+                costs[(key, device)] = np.exp(_log_unit_costs(priors, Xb[idx[0]], u))
+            t = costs[(key, device)]
+            speedup = np.exp(self.forest.predict(step_matrix(u, Xc[idx[0]]))[:, 0])
+            out[compressed[idx]] = float(np.sum(t * speedup) / max(np.sum(t), 1e-300))
+        return out
+
+
+def latency_ratio(priors: Mapping[str, Any], X: np.ndarray) -> np.ndarray:
+    """The ratio prior per row: per-layer speed-ups where fitted, else the per-group `RatioPrior`."""
+    speedups = priors.get(RATIO_NAME)
+    return speedups(X, priors) if speedups is not None else priors["latency_ratio"](X, priors["latency"])
 
 
 @dataclass(frozen=True)
@@ -281,14 +356,14 @@ def _design(X: np.ndarray, latency: np.ndarray, prior: Prior) -> tuple[_Design, 
     return design, np.asarray(rows)
 
 
-def _train(design: _Design, settings: FitSettings, rounds: int, valid: _Design | None = None
+def _train(design: _Design, settings: FitSettings, rounds: int, names: list[str], valid: _Design | None = None
            ) -> tuple[Any, list[float]]:
     """Boost on `design`; with `valid`, stop when its error has not improved for `patience`
     rounds, and return its error after each round (the first: the prior alone)."""
     import xgboost as xgb  # fit-time only
 
     dtrain = xgb.DMatrix(design.units, label=np.zeros(len(design.net)), base_margin=design.base,
-                         feature_names=list(UNIT_FEATURES))
+                         feature_names=names)
     net, log_y = design.net, design.log_y
 
     def objective(margin: np.ndarray, _: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -308,7 +383,7 @@ def _train(design: _Design, settings: FitSettings, rounds: int, valid: _Design |
     if valid is None:
         return xgb.train(params, dtrain, rounds, obj=objective), []
     dvalid = xgb.DMatrix(valid.units, label=np.zeros(len(valid.net)), base_margin=valid.base,
-                         feature_names=list(UNIT_FEATURES))
+                         feature_names=names)
     history = [valid.error(valid.base)]
 
     def metric(margin: np.ndarray, _: Any) -> tuple[str, float]:
@@ -320,42 +395,79 @@ def _train(design: _Design, settings: FitSettings, rounds: int, valid: _Design |
     return booster, history
 
 
+def _rounds(design: _Design, groups: np.ndarray, settings: FitSettings, names: list[str]) -> int:
+    """Rounds minimising the held-out network error averaged over folds of the groups (one
+    held-out family alone is too noisy a judge); `settings.rounds` when there are too few groups."""
+    named = np.array([x is not None and str(x) != "" for x in groups], dtype=bool)
+    distinct = np.unique(groups[named].astype(str)) if named.any() else np.zeros(0, dtype=str)
+    folds = min(settings.validation_folds, len(distinct))
+    if folds < 2:
+        return settings.rounds
+    rng = np.random.default_rng(settings.seed)
+    fold_of = dict(zip(rng.permutation(distinct), np.arange(len(distinct)) % folds))
+    fold = np.array([fold_of[str(x)] if ok else -1 for x, ok in zip(groups, named)])
+    curves = np.zeros(settings.rounds + 1)
+    for k in range(folds):
+        held = fold == k
+        _, history = _train(design.take(np.flatnonzero(~held)), settings, settings.rounds, names,
+                            design.take(np.flatnonzero(held)))
+        # A fold that stopped early keeps its last error (a flat tail) for the average.
+        curves += np.concatenate([history, np.full(settings.rounds + 1 - len(history), history[-1])])
+    return int(np.argmin(curves))
+
+
+def _fit_design(design: _Design, groups: np.ndarray, settings: FitSettings, names: list[str]
+                ) -> tuple[Forest, bytes] | None:
+    if len(design.log_y) < settings.min_networks:
+        return None
+    rounds = _rounds(design, groups, settings, names)
+    if rounds == 0:
+        return None
+    booster, _ = _train(design, settings, rounds, names)
+    raw = bytes(booster.save_raw("json"))
+    return Forest.from_json(raw), raw
+
+
+def _groups(groups: np.ndarray | None, X: np.ndarray, used: np.ndarray) -> np.ndarray:
+    return np.asarray(groups, dtype=object)[used] if groups is not None else F.profile_keys(X[used])
+
+
 def fit(X: np.ndarray, latency: np.ndarray, prior: Prior, settings: FitSettings = FitSettings(),
         groups: np.ndarray | None = None) -> tuple[LayerCosts, bytes] | None:
     """Fit the per-layer trees on baseline rows (X, measured latency in ms).
 
     The number of rounds is chosen by holding out whole groups (architecture families; a None or
-    empty group, such as a kernel probe's, is always trained on): the trees learn per-layer
-    costs from networks that share layers, and only held-out families say how far that
-    generalises. Returns None (keep the linear prior) when fewer than `settings.min_networks`
-    rows have known layers, or when no number of rounds beat the prior on the held-out groups.
-    Otherwise the model, refitted on every row, and its booster JSON.
-
-    The groups are split into `settings.validation_folds` folds; the rounds chosen minimise the
-    held-out error averaged over the folds (one held-out family alone is too noisy a judge).
+    empty group, such as a kernel probe's, is always trained on), in `settings.validation_folds`
+    folds: the trees learn per-layer costs from networks that share layers, and only held-out
+    families say how far that generalises. Returns None (keep the linear prior) when fewer than
+    `settings.min_networks` rows have known layers, or when no number of rounds beat the prior
+    on the held-out groups; else the model, refitted on every row, and its booster JSON.
     """
     design, used = _design(X, latency, prior)
-    if len(design.log_y) < settings.min_networks:
+    fitted = _fit_design(design, _groups(groups, X, used), settings, list(UNIT_FEATURES))
+    return None if fitted is None else (LayerCosts(fitted[0], len(design.log_y)), fitted[1])
+
+
+def fit_speedups(X: np.ndarray, ratio: np.ndarray, priors: Mapping[str, Any], settings: FitSettings = FitSettings(),
+                 groups: np.ndarray | None = None) -> tuple[LayerSpeedups, bytes] | None:
+    """Fit the per-layer speed-up trees on compressed rows (X, measured latency ratio to the
+    baseline, from the same interleaved rounds), starting from each unit's baseline time
+    (`priors`: the linear prior and, where fitted, the per-layer costs). Rounds and None as `fit`."""
+    blocks, bases, owner, targets, used = [], [], [], [], []
+    keys = F.profile_keys(X) if len(X) else np.zeros(0, dtype=object)
+    Xb = F.as_baseline(X) if len(X) else X
+    for i, key in enumerate(keys):
+        u = units_of(key)
+        if u is None or F.is_baseline(X[i:i + 1])[0] or not (np.isfinite(ratio[i]) and ratio[i] > 0):
+            continue
+        c = _log_unit_costs(priors, Xb[i], u)
+        blocks.append(step_matrix(u, X[i]))
+        bases.append(c)
+        owner.append(np.full(len(u), len(targets)))
+        targets.append(math.log(ratio[i]) + float(np.log(np.sum(np.exp(c)))))
+        used.append(i)
+    if not targets:
         return None
-    rounds = settings.rounds
-    g = np.asarray(groups, dtype=object)[used] if groups is not None else F.profile_keys(X[used])
-    named = np.array([x is not None and str(x) != "" for x in g])
-    names = np.unique(g[named].astype(str))
-    folds = min(settings.validation_folds, len(names))
-    if folds >= 2:
-        rng = np.random.default_rng(settings.seed)
-        fold_of = dict(zip(rng.permutation(names), np.arange(len(names)) % folds))
-        fold = np.array([fold_of[str(x)] if ok else -1 for x, ok in zip(g, named)])
-        curves = np.zeros(settings.rounds + 1)
-        for k in range(folds):
-            held = fold == k
-            _, history = _train(design.take(np.flatnonzero(~held)), settings, settings.rounds,
-                                design.take(np.flatnonzero(held)))
-            # A fold that stopped early keeps its last error (a flat tail) for the average.
-            curves += np.concatenate([history, np.full(settings.rounds + 1 - len(history), history[-1])])
-        rounds = int(np.argmin(curves))
-        if rounds == 0:
-            return None
-    booster, _ = _train(design, settings, rounds)
-    raw = bytes(booster.save_raw("json"))
-    return LayerCosts(Forest.from_json(raw), len(design.log_y)), raw
+    design = _Design(np.vstack(blocks), np.concatenate(bases), np.concatenate(owner), np.asarray(targets))
+    fitted = _fit_design(design, _groups(groups, X, np.asarray(used)), settings, list(RATIO_FEATURES))
+    return None if fitted is None else (LayerSpeedups(fitted[0], len(design.log_y)), fitted[1])

@@ -17,7 +17,7 @@ from advisor import bundle as B
 from advisor import features as F
 from advisor import layer_costs as L
 from advisor.errors import BundleError
-from advisor.predictor import PRIORS, Predictor, fit_prior, is_probe, prepare
+from advisor.predictor import PRIORS, Predictor, fit_prior, fit_ratio_prior, is_probe, prepare
 from advisor.profile import LayerProfile, ModelProfile
 from tests.test_predictor import FAST, _Net, _row, synthetic_rows
 
@@ -177,3 +177,45 @@ def test_bundle_keeps_the_layer_model_and_refuses_another_unit_schema(shaped, tm
     (path / B.CARD).write_text(json.dumps(card))
     with pytest.raises(BundleError, match="per-layer schema"):
         B.load(path)
+
+
+def _int8_ratio(profile: ModelProfile, device: str) -> float:
+    """A made-up int8 speed-up per layer shape: wide layers run 3x faster, narrow ones (under 16
+    input channels) and element-wise ops 1.5x slower, so the network's ratio follows its mix."""
+    base = quant = 0.02
+    for layer in profile.layers:
+        if layer.type in F.FREE_LAYERS:
+            continue
+        c_in = layer.input_shapes[0][-1] if layer.input_shapes and layer.input_shapes[0] else 1
+        t = _shape_latency(ModelProfile("one", "f", profile.input_shape, "float32", 10, "image", (layer,)),
+                           device) - 0.02
+        base += t
+        quant += t * (1 / 3 if layer.macs and c_in >= 16 else 1.5)
+    return quant / base
+
+
+def test_layer_speedups_beat_per_group_speedups_on_unseen_families(shaped):
+    rows, profiles = shaped
+    quant = rows.copy()
+    quant["technique"] = "ptq-int8"
+    quant["config_id"] = [f"{c}-q" for c in rows["config_id"]]
+    quant["baseline_config_id"] = rows["config_id"].to_numpy()
+    quant["latency_ratio_to_baseline"] = [_int8_ratio(profiles[d], dev) for d, dev in zip(rows["profile_digest"],
+                                                                                         rows["device"])]
+    quant["latency_ms_median"] = rows["latency_ms_median"].to_numpy() * quant["latency_ratio_to_baseline"]
+    both = pd.concat([rows, quant], ignore_index=True)
+    held = both["family"].isin(["s-bottleneck", "s-inverted"]).to_numpy()
+    train, test = prepare(both[~held], profiles), prepare(both[held], profiles)
+    base = train.baseline
+    priors = {"latency": fit_prior(PRIORS["latency"], train.X[base], train.latency[base])}
+    priors["latency_ratio"] = fit_ratio_prior(priors["latency"], train.X[~base], train.ratio[~base])
+    groups = np.where(is_probe(train.family), "", train.family)
+    fitted = L.fit_speedups(train.X[~base], train.ratio[~base], priors, L.FitSettings(min_networks=10),
+                            groups=groups[~base])
+    assert fitted is not None
+    priors[L.RATIO_NAME] = fitted[0]
+    q = ~test.baseline
+    per_group = np.abs(np.log(priors["latency_ratio"](test.X[q], priors["latency"]) / test.ratio[q]))
+    per_layer = np.abs(np.log(L.latency_ratio(priors, test.X[q]) / test.ratio[q]))
+    assert np.median(per_layer) < 0.7 * np.median(per_group)
+    np.testing.assert_allclose(L.latency_ratio(priors, test.X[test.baseline]), 1.0)
