@@ -278,6 +278,8 @@ class LayerSpeedups:
         Xc = X[compressed]
         Xb = F.as_baseline(Xc)
         costs: dict[tuple[str, bytes], np.ndarray] = {}
+        # One forest call for every distinct (network, device, steps): candidates share networks.
+        todo, matrices, times = [], [], []
         for (key, _), idx in _distinct(Xc, _STEP_INDEX).items():
             u = units_of(key)
             if u is None:
@@ -285,9 +287,17 @@ class LayerSpeedups:
             device = np.nan_to_num(Xb[idx[0], F.DEVICE_BLOCK], nan=-1.0).tobytes()
             if (key, device) not in costs:
                 costs[(key, device)] = np.exp(_log_unit_costs(priors, Xb[idx[0]], u))
-            t = costs[(key, device)]
-            speedup = np.exp(self.forest.predict(step_matrix(u, Xc[idx[0]]))[:, 0])
-            out[compressed[idx]] = float(np.sum(t * speedup) / max(np.sum(t), 1e-300))
+            todo.append(idx)
+            matrices.append(step_matrix(u, Xc[idx[0]]))
+            times.append(costs[(key, device)])
+        if not todo:
+            return out
+        speedup = np.exp(self.forest.predict(np.vstack(matrices))[:, 0])
+        start = 0
+        for idx, t in zip(todo, times):
+            part = speedup[start:start + len(t)]
+            start += len(t)
+            out[compressed[idx]] = float(np.sum(t * part) / max(np.sum(t), 1e-300))
         return out
 
 
