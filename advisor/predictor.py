@@ -887,8 +887,8 @@ class Predictor:
                 priors[layer_costs.NAME], boosters[layer_costs.NAME] = layers
                 n_rows[layer_costs.NAME] = layers[0].rows
             families = np.where(is_probe(data.family), "", data.family)[compressed]
-            speedups = layer_costs.fit_speedups(data.X[compressed], data.ratio[compressed], priors, settings,
-                                                groups=families)
+            speedups = layer_costs.fit_speedups(data.X[compressed], data.ratio[compressed], priors,
+                                                layer_costs.speedup_settings(settings), groups=families)
             if speedups is not None:
                 priors[layer_costs.RATIO_NAME], boosters[layer_costs.RATIO_NAME] = speedups
                 n_rows[layer_costs.RATIO_NAME] = speedups[0].rows

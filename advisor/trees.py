@@ -168,6 +168,44 @@ class Forest:
             out[start:start + step] = forest._predict_chunk(X[start:start + step])
         return out
 
+    def predict_distinct(self, X: np.ndarray) -> np.ndarray:
+        """The same as `predict`, but rows that no split of the forest tells apart are walked once.
+
+        Two rows that fall on the same side of every threshold the forest has, feature by
+        feature, take the same path through every tree: each value is replaced by how many of
+        its feature's thresholds it reaches (NaN by -1), and only distinct code rows are walked.
+        Worth it when rows repeat up to the forest's resolution (per-layer rows of candidates).
+        """
+        X = np.array(X, dtype=np.float32, ndmin=2)
+        if X.ndim != 2 or X.shape[1] != self.num_feature:
+            raise ValueError(f"X has shape {X.shape}; the model expects {self.num_feature} columns")
+        first, inverse = self.distinct_rows(X, np.arange(self.num_feature))
+        return self.predict(X[first])[inverse]
+
+    def distinct_rows(self, X: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first, inverse): rows of X (its `columns` of the forest's features) that no split on
+        those columns tells apart share one index; `first` holds a representative row of each,
+        `inverse` each row's."""
+        X = np.clip(np.array(X, dtype=np.float32, ndmin=2), -_F32_MAX, _F32_MAX)
+        cuts = self._cuts()
+        codes = np.empty(X.shape, dtype=np.int32)
+        for j, column in enumerate(columns):
+            codes[:, j] = np.searchsorted(cuts[column], X[:, j], side="right") if cuts[column].size else 0
+        codes[np.isnan(X)] = -1
+        as_bytes = np.ascontiguousarray(codes).view(np.dtype((np.void, codes.itemsize * codes.shape[1]))).ravel()
+        _, first, inverse = np.unique(as_bytes, return_index=True, return_inverse=True)
+        return first, inverse.ravel()
+
+    def _cuts(self) -> list[np.ndarray]:
+        """Per feature, the sorted distinct thresholds its splits use (computed once)."""
+        cached = self.__dict__.get("_cuts_cache")
+        if cached is None:
+            split = np.isfinite(self.threshold)
+            feature, threshold = self.feature[split], self.threshold[split].astype(np.float32)
+            cached = [np.unique(threshold[feature == j]) for j in range(self.num_feature)]
+            object.__setattr__(self, "_cuts_cache", cached)
+        return cached
+
     def _predict_chunk(self, X: np.ndarray) -> np.ndarray:
         n, width = X.shape
         if self.n_trees == 0:

@@ -5,7 +5,9 @@
       (the venv's entry point, the default bundle models/current);
   (c) in-process throughput: the bundle loaded once, K candidate rows scored (several zoo
       profiles x every candidate spec, repeated), through `Advisor.score` (featurise + predict,
-      one batch per profile as `recommend` does) and through one `bundle.predict` batch;
+      one batch per profile as `recommend` does) and through one `bundle.predict` batch; "cold"
+      is each network's first batch (its per-layer latency sums computed), "warm" the repeats
+      (memoised per network, device and numeric steps: `advisor.layer_costs`);
   (d) `python -X importtime` of the cold command: the top-level imports by cumulative time.
 
 Goals: the cold command at most 1.0 s median; at least 10,000 candidates scored per second.
@@ -70,6 +72,13 @@ def throughput(bundle: str | None, k: int) -> dict[str, float]:
     fp, _ = device_fingerprint("local", adv.bundle.predictor)
     adv.score(profiles[0], specs, fp)  # warm caches (spec parsing) outside the timing
 
+    # Cold: each network's first scoring in this process (its per-layer sums not yet memoised).
+    start = time.perf_counter()
+    for profile in profiles[1:]:
+        adv.score(profile, specs, fp)
+    cold_s = time.perf_counter() - start
+    cold_rows = len(specs) * (len(profiles) - 1)
+
     rows, calls = 0, 0
     start = time.perf_counter()
     while rows < k:
@@ -90,7 +99,8 @@ def throughput(bundle: str | None, k: int) -> dict[str, float]:
         adv.recommend(PROFILES[answers % len(PROFILES)], budget_ms=50)
         answers += 1
     rec_s = (time.perf_counter() - start) / answers
-    return {"load_s": load_s, "specs": len(specs), "score_rows": rows, "score_calls": calls, "score_s": score_s,
+    return {"load_s": load_s, "specs": len(specs), "cold_rows": cold_rows, "cold_s": cold_s,
+            "cold_rows_per_s": cold_rows / cold_s, "score_rows": rows, "score_calls": calls, "score_s": score_s,
             "score_rows_per_s": rows / score_s, "batch_rows": len(X), "batch_s": batch_s,
             "batch_rows_per_s": len(X) / batch_s, "recommend_s": rec_s, "recommend_calls": answers}
 
@@ -158,8 +168,12 @@ def main() -> int:
         f"| (b) `advisor {' '.join(COMMAND)}`, {args.n} processes | {med_cold * 1e3:.0f} ms | "
         f"{_p90(cold) * 1e3:.0f} ms | ≤ {GOAL_COLD_S * 1e3:.0f} ms | {'met' if ok_cold else 'MISSED'} |",
         f"| (b) − (a): the advisor's own cost | {(med_cold - med_floor) * 1e3:.0f} ms | | | |",
-        f"| (c) `Advisor.score`: {tp['score_rows']:,} rows in {tp['score_calls']} batches of {tp['specs']} | "
-        f"{tp['score_rows_per_s']:,.0f} rows/s | | ≥ {GOAL_ROWS_PER_S:,} rows/s | {'met' if ok_rate else 'MISSED'} |",
+        f"| (c) `Advisor.score`, cold: each of {len(PROFILES) - 1} networks' first batch of {tp['specs']} "
+        f"(per-layer sums computed) | {tp['cold_rows_per_s']:,.0f} rows/s | | ≥ {GOAL_ROWS_PER_S:,} rows/s | "
+        f"{'met' if tp['cold_rows_per_s'] >= GOAL_ROWS_PER_S else 'MISSED'} |",
+        f"| (c) `Advisor.score`, warm: {tp['score_rows']:,} rows in {tp['score_calls']} batches of {tp['specs']} "
+        f"(networks scored before) | {tp['score_rows_per_s']:,.0f} rows/s | | ≥ {GOAL_ROWS_PER_S:,} rows/s | "
+        f"{'met' if ok_rate else 'MISSED'} |",
         f"| (c) `bundle.predict`, one batch of {tp['batch_rows']:,} rows | {tp['batch_rows_per_s']:,.0f} rows/s "
         "| | | |",
         f"| (c) in-process `Advisor.recommend` (all {tp['specs']} candidates, explained) | "
