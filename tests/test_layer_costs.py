@@ -219,3 +219,8 @@ def test_layer_speedups_beat_per_group_speedups_on_unseen_families(shaped):
     per_layer = np.abs(np.log(L.latency_ratio(priors, test.X[q]) / test.ratio[q]))
     assert np.median(per_layer) < 0.7 * np.median(per_group)
     np.testing.assert_allclose(L.latency_ratio(priors, test.X[test.baseline]), 1.0)
+    # Sums are memoised per set of priors: the same answer again, a new one for other priors.
+    again = L.latency_ratio(priors, test.X[q])
+    np.testing.assert_array_equal(again, L.latency_ratio(priors, test.X[q]))
+    other = {**priors, "latency": fit_prior(PRIORS["latency"], test.X[test.baseline], test.latency[test.baseline])}
+    assert not np.allclose(L.latency_ratio(other, test.X[q]), again)

@@ -87,6 +87,28 @@ def test_shared_columns_are_folded_in_without_changing_predictions():
     _same(forest, booster, np.repeat(X[2:3], 100, axis=0))  # every row the same
 
 
+def test_rows_no_split_tells_apart_are_walked_once_with_the_same_predictions():
+    X, y = _data(n=600)
+    booster = _train(QUANTILE, X, y, rounds=40)
+    forest = Forest.from_json(booster.save_raw("json"))
+    rng = np.random.default_rng(4)
+    copies = rng.integers(0, len(X), 300)
+    rows = np.vstack([X, X[copies]])  # repeats, NaN included
+    np.testing.assert_allclose(forest.predict_distinct(rows), forest.predict(rows), rtol=1e-6, atol=1e-9)
+    first, inverse = forest.distinct_rows(rows, np.arange(rows.shape[1]))
+    assert len(first) <= len(X)
+    np.testing.assert_array_equal(inverse[len(X):], inverse[copies])
+    # Rows on the same side of every threshold share an index; one across a threshold does not.
+    col = int(np.argmax([c.size for c in forest._cuts()]))
+    cuts = forest._cuts()[col].astype(float)
+    lo, hi = cuts[1], cuts[2]
+    base = np.nan_to_num(X[:1])
+    same_a, same_b, other = base.copy(), base.copy(), base.copy()
+    same_a[0, col], same_b[0, col], other[0, col] = lo + 0.25 * (hi - lo), lo + 0.75 * (hi - lo), hi + 1e-3
+    _, codes = forest.distinct_rows(np.vstack([same_a, same_b, other]), np.arange(X.shape[1]))
+    assert codes[0] == codes[1] != codes[2]
+
+
 def test_trees_are_laid_out_with_right_child_next_to_left():
     X, y = _data()
     forest = Forest.from_json(_train({"objective": "reg:squarederror", "gamma": 5.0}, X, y).save_raw("json"))
