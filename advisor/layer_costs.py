@@ -17,10 +17,12 @@ network's time). The linear prior cannot say that a 24-channel 1x1 convolution a
 third of the speed of a 256-channel one, or that a depthwise layer's cost per MAC falls with its
 width; the trees can, and a new network is a new arrangement of layer shapes they have seen.
 
-Held out by family (5 folds, 2026-12-05, 1,027 baseline rows from three x86 machines, before the
-residual trees of `advisor.predictor`): within 10% of the measured latency 40% of rows against
-21% for the linear prior, within 25% 64% against 49%; three fold seeds gave 32-41% against
-16-21%.
+Held out by family (5 folds, 2026-12-05, 1,027 baseline rows from three x86 machines, priors
+alone, before the residual trees of `advisor.predictor`): within 10% of the measured latency 28.0%
+of rows against 14.6% for the linear prior, within 25% 54.5% against 42.4% (with a fixed 400
+rounds instead of rounds chosen on held-out families, three fold seeds gave 32-41% against
+16-21%). The speed-ups (`LayerSpeedups`), on 1,425 held-out compressed rows: ratios within 10%
+54.7% against 44.4% for the per-group `RatioPrior`, within 25% 74.9% against 60.6%.
 
 A row finds its layers through `features.profile_of` (the profile its profile block was computed
 from in this process); a row without them (only total MACs known) keeps the linear prior. The

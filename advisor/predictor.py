@@ -28,8 +28,10 @@ walk at answer time for the same held-out quality) trained on its own rows:
                   On top of it, `advisor.layer_costs` learns each layer's cost from its shape
                   (trees fitted through the network sums, kernel probes pinning single layers
                   down), and the layer-sum is the prior latency_base divides by: held out by
-                  family, 15% of baseline latencies within 10% with the linear sum, 31% with the
-                  layer-sum (real rows, 2026-12-05). Where held-out families say the layer trees
+                  family, 14.6% of baseline latencies within 10% with the linear sum, 28.0%
+                  with the layer-sum (real rows, 2026-12-05). The ratio prior is per layer
+                  too where fitted (`LayerSpeedups`: each layer's baseline time times a
+                  learned speed-up of the pipeline's numeric steps). Where held-out families say the layer trees
                   do not help (or a row's layers are unknown), the linear sum stays.
                   The booster learns what the sum misses.
   latency_ratio   log(latency / baseline latency / ratio prior), on compressed rows. The ratio
