@@ -95,6 +95,9 @@ space, or pp) by the amounts that put 10% of held-out truths below p10 and 10% a
 median is not moved. At prediction time a row whose profile (its profile block of features)
 was in the training rows gets the familiar shifts, any other the novel ones: a network the
 campaign measured gets a tight band, an unseen one an honest wide band.
+A third level, "new_device" (latency and energy, with at least two measured machines), holds
+each machine out in turn: a row on a machine no training row came from (a board profile, a new
+CPU) gets, on each side, the wider of its family-level shift and this one.
 
 Only rows with status "ok" are used; failed rows never train anything.
 """
@@ -119,6 +122,8 @@ if TYPE_CHECKING:  # pandas costs ~0.3 s to import: the answer path never needs 
     import pandas as pd
 
 QUANTILES = (0.1, 0.5, 0.9)
+#: Targets whose bands get a third calibration level, for machines no training row came from.
+NEW_DEVICE_TARGETS = ("latency", "energy")
 
 # The device block without the thread setting: what identifies a machine among the rows.
 _MACHINE_COLUMNS = np.array([F.INDEX[n] for n in F.DEVICE_NAMES if n not in ("threads", "thread_share")])
@@ -767,6 +772,8 @@ class Predictor:
         known_profiles_: hashes of the profiles trained on (they get the "familiar" bands).
         accuracy_steps_: the technique steps (`has_*` columns) some accuracy row had; a row with
             any other step gets NaN accuracy (no evidence). None for bundles from before it.
+        latency_machines_: the machines latency rows came from; a row on any other machine gets
+            the wider of its family-level and the "new_device" band shifts (latency, energy).
     """
 
     def __init__(self, n_estimators: int = 150, learning_rate: float = 0.1, max_depth: int = 5,
@@ -853,6 +860,7 @@ class Predictor:
         self.targets_ = tuple(t for t in TARGETS if t not in self.unavailable_)
         self.calibration_ = self._calibrate(data)
         self.known_profiles_ = frozenset(F.profile_keys(data.X))
+        self.latency_machines_: np.ndarray | None = _machines(data.X[data.measured & _positive(data.latency)])
         self.accuracy_steps_: frozenset[str] | None = accuracy_steps(data)
         self.data_summary_ = _summary(rows, data)
         self.devices_ = data.devices
@@ -945,6 +953,15 @@ class Predictor:
         for level, fold in (("novel", by_family), ("familiar", by_row)):
             for target, shift in self._held_out_shifts(data, fold, folds).items():
                 out.setdefault(target, {})[level] = shift
+        # A machine no row came from: hold each measured machine out in turn (its probes too).
+        timed = data.measured & _positive(data.latency)
+        machines = np.unique(data.device[timed])
+        if len(machines) >= 2:
+            by_device = np.array([int(np.searchsorted(machines, d)) if m and d in machines else -1
+                                  for d, m in zip(data.device, data.measured)])
+            for target, shift in self._held_out_shifts(data, by_device, len(machines)).items():
+                if target in NEW_DEVICE_TARGETS:
+                    out.setdefault(target, {})["new_device"] = shift
         return out
 
     def _held_out_shifts(self, data: TrainingData, fold: np.ndarray, folds: int) -> dict[str, dict[str, float]]:
@@ -983,7 +1000,8 @@ class Predictor:
 
             raise BundleError("this Predictor is not fitted yet: call fit(rows, profiles) or load a bundle")
         return _Model(self.priors_, self.forests_, self.calibration_, self.latency_mode, self.energy_machines_,
-                      self.known_profiles_, getattr(self, "accuracy_steps_", None))
+                      self.known_profiles_, getattr(self, "accuracy_steps_", None),
+                      getattr(self, "latency_machines_", None))
 
     def predict(self, X: np.ndarray | pd.DataFrame, profiles: Mapping[str, ModelProfile] | None = None,
                 fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, np.ndarray]:
@@ -1012,6 +1030,8 @@ class Predictor:
         return {"params": self.get_params(), "feature_names": list(self.feature_names_),
                 "priors": {k: p.to_dict() for k, p in self.priors_.items() if k not in layer_costs.BOOSTERS},
                 "calibration": self.calibration_, "known_profiles": sorted(self.known_profiles_),
+                "latency_machines": (None if getattr(self, "latency_machines_", None) is None
+                                     else self.latency_machines_.tolist()),
                 "accuracy_steps": (None if getattr(self, "accuracy_steps_", None) is None
                                    else sorted(self.accuracy_steps_)),
                 "n_rows": self.n_rows_, "targets": list(self.targets_),
@@ -1030,6 +1050,9 @@ class Predictor:
         pred.calibration_ = {t: {lv: dict(v) for lv, v in levels.items()}
                              for t, levels in state.get("calibration", {}).items()}
         pred.known_profiles_ = frozenset(state.get("known_profiles", ()))
+        timed = state.get("latency_machines")
+        pred.latency_machines_ = (None if timed is None
+                                  else np.asarray(timed, dtype=np.float64).reshape(-1, _MACHINE_COLUMNS.size))
         steps = state.get("accuracy_steps")
         pred.accuracy_steps_ = None if steps is None else frozenset(steps)
         pred.n_rows_ = dict(state.get("n_rows", {}))
@@ -1060,6 +1083,8 @@ class _Model:
     energy_machines: np.ndarray
     known_profiles: frozenset[str]
     accuracy_steps: frozenset[str] | None = None
+    #: The machines latency rows came from (device block without threads); None: not recorded.
+    latency_machines: np.ndarray | None = None
 
     def _q(self, name: str, X: np.ndarray) -> np.ndarray | None:
         forest = self.forests.get(name)
@@ -1120,11 +1145,19 @@ class _Model:
                 if familiar is None:
                     familiar = np.isin(F.profile_keys(X), list(self.known_profiles))
                 lo, hi = q[:, 0].copy(), q[:, 2].copy()
+                lo_shift, hi_shift = np.zeros(len(q)), np.zeros(len(q))
                 for level, rows in (("novel", ~familiar), ("familiar", familiar)):
                     shift = levels.get(level) or levels.get("novel")
                     if shift:
-                        lo[rows] += shift["lo"]
-                        hi[rows] += shift["hi"]
+                        lo_shift[rows], hi_shift[rows] = shift["lo"], shift["hi"]
+                device = levels.get("new_device")
+                if device and self.latency_machines is not None:
+                    # On a machine no row came from, each side takes the wider of the two shifts.
+                    new = ~_on_machines(X, self.latency_machines)
+                    lo_shift[new] = np.minimum(lo_shift[new], device["lo"])
+                    hi_shift[new] = np.maximum(hi_shift[new], device["hi"])
+                lo += lo_shift
+                hi += hi_shift
                 q = np.column_stack([np.minimum(lo, q[:, 1]), q[:, 1], np.maximum(hi, q[:, 1])])
                 if target == "accuracy_delta":
                     q[F.is_original(X)] = 0.0

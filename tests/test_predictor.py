@@ -471,6 +471,23 @@ def test_bands_are_wider_for_networks_the_predictor_never_saw():
     assert lat["novel"]["hi"] - lat["novel"]["lo"] > lat["familiar"]["hi"] - lat["familiar"]["lo"]
 
 
+def test_a_machine_no_row_came_from_gets_the_held_out_machines_band():
+    rows, profiles = synthetic_rows(per_family=2, devices=("sim-x86", "sim-arm"))
+    p = Predictor(n_estimators=25, calibration_folds=2).fit(rows, profiles)
+    device = p.calibration_["latency"]["new_device"]
+    # Holding the 4x-slower machine out (and the faster one) misses by far more than a family does.
+    novel = p.calibration_["latency"]["novel"]
+    assert device["hi"] - device["lo"] > novel["hi"] - novel["lo"]
+    assert "new_device" not in p.calibration_.get("size", {})
+    X = prepare(rows, profiles).X
+    elsewhere = X.copy()
+    elsewhere[:, F.INDEX["logical_cpus"]] = 64.0  # a machine none of the rows ran on
+    seen, unseen = p.predict(X)["latency"], p.predict(elsewhere)["latency"]
+    assert (np.log(unseen[:, 2] / unseen[:, 0]) > np.log(seen[:, 2] / seen[:, 0]) + 0.1).all()
+    again = Predictor.from_state(p.to_state(), p.boosters_)
+    np.testing.assert_allclose(again.predict(elsewhere)["latency"], unseen)
+
+
 def test_ratio_prior_recovers_per_group_speedups_and_round_trips():
     from advisor.predictor import PRIORS, RatioPrior, fit_prior, fit_ratio_prior, group_times, prior_from_dict
 
