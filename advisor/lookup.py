@@ -111,5 +111,6 @@ def device_fingerprint(device: str, predictor: Any) -> tuple[dict, str | None]:
     how = (f"add your board to devices.toml with profile = \"{device}\" and run `advisor calibrate --device NAME`"
            if device in registry.profiles() else f"run `advisor calibrate --device {device}`")
     return fp, (f"{device}: the predictor has no measured rows for this device; it reads {source} and the "
-                "prediction extrapolates from other devices (its p10–p90 band covers the spread seen on measured "
-                f"devices, not this one's difference: {how}, or check the answer with --verify)")
+                "prediction extrapolates from other devices (its p10–p90 band is widened by how far the "
+                "predictor missed each measured machine when that machine was held out; a board unlike all of "
+                f"them can still fall outside it: {how}, or check the answer with --verify)")
