@@ -48,7 +48,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -248,6 +249,55 @@ def _kernel_params(layer: LayerProfile) -> float:
     return float(min(layer.macs * cout / layer.output_elements, layer.params))
 
 
+#: A separable convolution's second half (its 1x1 convolution), as a unit of its own.
+POINTWISE = "pointwise"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One kernel a network runs: an executed layer, or half of a separable convolution.
+
+    `padded` is its MACs with output channels rounded up to SIMD tiles (vectorised groups; the
+    plain MACs otherwise); `written` and `read` its output and input elements (a separable
+    convolution's depthwise intermediate is approximated by the output, which the pointwise half
+    reads)."""
+
+    layer: LayerProfile
+    group: str
+    type: str
+    macs: float
+    params: float
+    padded: float
+    written: float
+    read: float
+    c_in: int
+    c_out: int
+
+
+def executed_units(profile: ModelProfile) -> Iterator[Unit]:
+    """The kernels a converted network runs, in order: free layers (folded, fused, views) skipped,
+    separable convolutions split into their depthwise and pointwise halves. The per-group work
+    features and the per-layer latency model (`advisor.layer_costs`) both count these."""
+    for layer in profile.layers:
+        if layer.type in FREE_LAYERS:
+            continue
+        written = float(layer.output_elements)
+        read = float(sum(_elements(shape) for shape in layer.input_shapes))
+        c_in = int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
+        c_out = int(layer.output_shape[-1]) if layer.output_shape else 0
+        if layer.type in SEPARABLE:
+            dw_macs, dw_params = _separable_split(layer)
+            pw_macs = layer.macs - dw_macs
+            yield Unit(layer, "depthwise", layer.type, dw_macs, dw_params, _padded(dw_macs, c_in), written, read,
+                       c_in, c_in)
+            yield Unit(layer, "conv", POINTWISE, pw_macs, layer.params - dw_params, _padded(pw_macs, c_out), written,
+                       written, c_in, c_out)
+            continue
+        g = LAYER_GROUPS.get(layer.type, "other")
+        padded = _padded(layer.macs, c_out) if g in PADDED_GROUPS else layer.macs
+        yield Unit(layer, g, layer.type, layer.macs, layer.params, padded, written, read, c_in, c_out)
+
+
 def profile_features(profile: ModelProfile) -> dict[str, float]:
     """The profile block for one network (every name in `PROFILE_NAMES`)."""
     macs = dict.fromkeys(GROUPS, 0.0)
@@ -288,41 +338,21 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
             # quantization parameters (scales, zero points) cost in the file.
             weighted += 2.0 if layer.type in SEPARABLE else 1.0
             channels += float(layer.output_shape[-1]) if layer.output_shape else 0.0
-        if layer.type in FREE_LAYERS:
-            continue
-        written = float(layer.output_elements)
-        read = float(sum(_elements(shape) for shape in layer.input_shapes))
-        peak = max(peak, written)
-        if layer.type in SEPARABLE:
-            dw_macs, dw_params = _separable_split(layer)
-            pointwise = ("conv", layer.macs - dw_macs, layer.params - dw_params)
-            for g, m, p in (("depthwise", dw_macs, dw_params), pointwise):
-                macs[g] += m
-                params[g] += p
-                count[g] += 1
-                add_bucket(g, m)
-            cout = int(layer.output_shape[-1]) if layer.output_shape else 0
-            cin = int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
-            padded["depthwise"] += _padded(dw_macs, cin)
-            padded["conv"] += _padded(layer.macs - dw_macs, cout)
-            act_in["depthwise"] += read
-            act_in["conv"] += written  # the pointwise half reads the depthwise output (approximated)
-            act["depthwise"] += written  # its intermediate has the input's channels; approximated by the output
-            act["conv"] += written
-            k1 += layer.macs - dw_macs
-            continue
-        g = LAYER_GROUPS.get(layer.type, "other")
-        add_bucket(g, layer.macs)
+    for u in executed_units(profile):
+        g = u.group
+        peak = max(peak, u.written)
+        add_bucket(g, u.macs)
         if g in padded:
-            padded[g] += _padded(layer.macs, int(layer.output_shape[-1]) if layer.output_shape else 0)
-        macs[g] += layer.macs
-        params[g] += layer.params
-        act[g] += written
-        act_in[g] += read
+            padded[g] += u.padded
+        macs[g] += u.macs
+        params[g] += u.params
+        act[g] += u.written
+        act_in[g] += u.read
         count[g] += 1
         if g == "conv":
-            k1 += layer.macs if layer.kernel == 1 else 0
-            strided += layer.macs if layer.stride > 1 else 0
+            pointwise = u.type == POINTWISE
+            k1 += u.macs if pointwise or u.layer.kernel == 1 else 0
+            strided += u.macs if not pointwise and u.layer.stride > 1 else 0
     total_macs, total_params = float(profile.macs), float(profile.params)
     total_act, n_ops = sum(act.values()), sum(count.values())
     input_elements = float(_elements(profile.input_shape))

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from advisor import features as F
-from advisor.profile import LayerProfile, ModelProfile
+from advisor.profile import ModelProfile
 from advisor.trees import Forest
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ DOC = "log(layer time / its share of the kernel-sum prior), per layer, fitted th
 #: Keras layer types with a column of their own; any other type has all of them 0 (its group
 #: still says what kind of work it is). "pointwise" is a separable convolution's second half,
 #: "invoke" the fixed cost of one inference.
-UNIT_TYPES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "pointwise", "Dense", "EinsumDense",
+UNIT_TYPES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", F.POINTWISE, "Dense", "EinsumDense",
               "LSTM", "GRU", "MultiHeadAttention", "Embedding", "PositionEmbedding", "LayerNormalization",
               "Activation", "Add", "Multiply", "Concatenate", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
               "AveragePooling2D", "MaxPooling2D", "ZeroPadding2D", "TFOpLambda", "Softmax", "invoke")
@@ -67,9 +67,9 @@ UNIT_FEATURES = (*(f"group_{g}" for g in F.GROUPS), *(f"type_{t}" for t in UNIT_
                  *DEVICE_COLUMNS)
 #: The numeric steps a unit's speed-up is learned from (technique block columns; whole-model
 #: values: a layer-wise plan's coverage shares say how much of the network they reach).
-STEP_COLUMNS = ("n_steps", "quant_dynamic", "quant_float16", "quant_full_int", "quant_aware", "density",
+STEP_SETTINGS = ("n_steps", "quant_dynamic", "quant_float16", "quant_full_int", "quant_aware", "density",
                 "structured", "eff_weight_bits", "eff_act_bits", "cluster_bits", "cover_prune", "cover_quantize")
-RATIO_FEATURES = (*UNIT_FEATURES, *STEP_COLUMNS)
+RATIO_FEATURES = (*UNIT_FEATURES, *STEP_SETTINGS)
 #: The speed-up model's booster name, and its doc on the card.
 RATIO_NAME = "latency_layer_ratio"
 RATIO_DOC = "log(a layer's time under the numeric steps / its baseline time), fitted through measured ratios"
@@ -77,7 +77,7 @@ RATIO_DOC = "log(a layer's time under the numeric steps / its baseline time), fi
 BOOSTERS: dict[str, tuple[tuple[str, ...], str]] = {NAME: (UNIT_FEATURES, DOC), RATIO_NAME: (RATIO_FEATURES, RATIO_DOC)}
 _N_GROUPS, _N_TYPES, _N_SHAPE = len(F.GROUPS), len(UNIT_TYPES), len(_SHAPE_NAMES)
 _DEVICE_INDEX = np.array([F.INDEX[n] for n in DEVICE_COLUMNS])
-_STEP_INDEX = np.array([F.INDEX[n] for n in STEP_COLUMNS])
+_STEP_INDEX = np.array([F.INDEX[n] for n in STEP_SETTINGS])
 
 
 @dataclass(frozen=True)
@@ -101,62 +101,29 @@ class Units:
         return len(self.group)
 
 
-def _elements(shape: tuple[int, ...]) -> float:
-    n = 1.0
-    for d in shape:
-        n *= int(d)
-    return n
-
-
 def units(profile: ModelProfile) -> Units:
-    """The units of a network, in the same bookkeeping as `features.profile_features` (free layers
-    skipped, separable convolutions split, padded MACs for vectorised groups), so that the prior's
-    per-unit costs sum to its whole-network value."""
-    group: list[int] = []
-    work: list[tuple[float, float, float]] = []
-    shape: list[np.ndarray] = []
-
-    def add(layer: LayerProfile, g: str, type_name: str, macs: float, params: float, padded: float,
-            written: float, read: float, c_in: int, c_out: int) -> None:
-        row = np.zeros(_N_GROUPS + _N_TYPES + _N_SHAPE)
-        row[F.GROUPS.index(g)] = 1.0
-        if type_name in _TYPE_INDEX:
-            row[_N_GROUPS + _TYPE_INDEX[type_name]] = 1.0
-        positions = written / c_out if c_out else 0.0
-        row[_N_GROUPS + _N_TYPES:] = (math.log1p(macs), math.log1p(params), math.log1p(written), math.log1p(read),
-                                      layer.kernel, layer.stride, c_in, c_out, math.log1p(positions),
-                                      macs / max(written, 1.0))
-        group.append(F.GROUPS.index(g))
-        work.append((padded, written, read))
-        shape.append(row)
-
-    for layer in profile.layers:
-        if layer.type in F.FREE_LAYERS:
-            continue
-        written = float(layer.output_elements)
-        read = float(sum(_elements(s) for s in layer.input_shapes))
-        c_in = int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
-        c_out = int(layer.output_shape[-1]) if layer.output_shape else 0
-        if layer.type in F.SEPARABLE:
-            dw_macs, dw_params = F._separable_split(layer)
-            pw_macs = layer.macs - dw_macs
-            add(layer, "depthwise", layer.type, dw_macs, dw_params, F._padded(dw_macs, c_in), written, read, c_in, c_in)
-            add(layer, "conv", "pointwise", pw_macs, layer.params - dw_params, F._padded(pw_macs, c_out), written,
-                written, c_in, c_out)
-            continue
-        g = F.LAYER_GROUPS.get(layer.type, "other")
-        padded = F._padded(layer.macs, c_out) if g in F.PADDED_GROUPS else float(layer.macs)
-        add(layer, g, layer.type, float(layer.macs), float(layer.params), padded, written, read, c_in, c_out)
-    invoke = np.zeros(_N_GROUPS + _N_TYPES + _N_SHAPE)
-    invoke[F.GROUPS.index("other")] = 1.0
-    invoke[_N_GROUPS + _TYPE_INDEX["invoke"]] = 1.0
-    group.append(F.GROUPS.index("other"))
-    work.append((0.0, 0.0, 0.0))
-    shape.append(invoke)
-    flags = np.zeros(len(group), dtype=bool)
-    flags[-1] = True
-    return Units(np.asarray(group, dtype=np.int64), np.asarray(work, dtype=np.float64).reshape(-1, 3), flags,
-                 np.vstack(shape))
+    """The units of a network: `features.executed_units` (the same kernels the per-group work
+    features count, so that the prior's per-unit costs sum to its whole-network value), and one
+    more for the fixed cost of an invoke."""
+    executed = list(F.executed_units(profile))
+    n = len(executed) + 1
+    shape = np.zeros((n, _N_GROUPS + _N_TYPES + _N_SHAPE))
+    group = np.full(n, F.GROUPS.index("other"), dtype=np.int64)
+    work = np.zeros((n, 3))
+    for i, u in enumerate(executed):
+        group[i] = F.GROUPS.index(u.group)
+        work[i] = (u.padded, u.written, u.read)
+        if u.type in _TYPE_INDEX:
+            shape[i, _N_GROUPS + _TYPE_INDEX[u.type]] = 1.0
+        positions = u.written / u.c_out if u.c_out else 0.0
+        shape[i, _N_GROUPS + _N_TYPES:] = (math.log1p(u.macs), math.log1p(u.params), math.log1p(u.written),
+                                           math.log1p(u.read), u.layer.kernel, u.layer.stride, u.c_in, u.c_out,
+                                           math.log1p(positions), u.macs / max(u.written, 1.0))
+    shape[np.arange(n), group] = 1.0
+    shape[-1, _N_GROUPS + _TYPE_INDEX["invoke"]] = 1.0
+    invoke = np.zeros(n, dtype=bool)
+    invoke[-1] = True
+    return Units(group, work, invoke, shape)
 
 
 _UNITS: dict[str, Units] = {}
@@ -200,29 +167,34 @@ def unit_matrix(u: Units, x: np.ndarray) -> np.ndarray:
 
 def step_matrix(u: Units, x: np.ndarray) -> np.ndarray:
     """The speed-up trees' input rows (`RATIO_FEATURES`): the units, and the pipeline's numeric steps."""
-    return np.hstack([unit_matrix(u, x), np.broadcast_to(x[_STEP_INDEX], (len(u), len(STEP_COLUMNS)))])
+    return np.hstack([unit_matrix(u, x), np.broadcast_to(x[_STEP_INDEX], (len(u), len(STEP_SETTINGS)))])
 
 
 class _Memo(dict):
-    """Per-layer sums already computed in this process, by (network, device[, steps]): a bundle is
-    immutable, so an answer for a network scored before is a lookup. Valid for one set of priors
-    (`of` empties it when they change); bounded by `_MEMO_ROWS`."""
+    """Per-layer results already computed in this process, by (network, device[, steps]): a
+    bundle is immutable, so a network scored before is a lookup. Valid for one set of priors
+    (`of` empties it when they change); emptied past `_MEMO_ROWS` entries."""
+
+    owners: tuple[Any, ...] = ()
 
     def of(self, owners: tuple[Any, ...]) -> _Memo:
-        if self.get("__owners__") is None or any(a is not b for a, b in zip(self["__owners__"], owners)):
+        if len(owners) != len(self.owners) or any(a is not b for a, b in zip(self.owners, owners)):
             self.clear()
-            self["__owners__"] = owners
+            self.owners = owners
         return self
 
-    def put(self, key: Any, value: Any) -> None:
-        if len(self) > _MEMO_ROWS:
-            owners = self["__owners__"]
+    def put(self, key: Any, value: Any) -> Any:
+        if len(self) >= _MEMO_ROWS:
             self.clear()
-            self["__owners__"] = owners
         self[key] = value
+        return value
 
 
 _MEMO_ROWS = 100_000
+
+
+def _device_bytes(x: np.ndarray) -> bytes:
+    return np.nan_to_num(x[F.DEVICE_BLOCK], nan=-1.0).tobytes()
 
 
 def _distinct(X: np.ndarray, columns: np.ndarray | None = None) -> dict[tuple[str, bytes], list[int]]:
@@ -254,27 +226,29 @@ class LayerCosts:
             return out
         # Rows differ mostly in their pipeline; the baseline latency depends on the network and
         # the device only, so each distinct (network, device) is summed once.
-        memo = self._memo.of((prior,))
-        for group, idx in _distinct(X).items():
-            if group not in memo:
-                u = units_of(group[0])
-                memo.put(group, None if u is None else float(np.sum(np.exp(self.log_costs(prior, X[idx[0]], u)))))
-            if memo[group] is not None:
-                out[idx] = memo[group]
+        for (key, _), idx in _distinct(X).items():
+            u = units_of(key)
+            if u is not None:
+                out[idx] = float(np.sum(np.exp(self.log_costs(prior, X[idx[0]], key, u))))
         return out
 
-    def log_costs(self, prior: Prior, x: np.ndarray, u: Units) -> np.ndarray:
-        """log ms per unit of one network on one device."""
-        base = np.log(np.maximum(prior_unit_costs(prior, x, u), _MIN_UNIT_MS))
-        return base + self.forest.predict_distinct(unit_matrix(u, x))[:, 0]
+    def log_costs(self, prior: Prior, x: np.ndarray, key: str, u: Units) -> np.ndarray:
+        """log ms per unit of one network (`key`, its units `u`) on the device of feature row `x`;
+        computed once per network and device (the speed-ups start from them too)."""
+        memo = self._memo.of((prior,))
+        found = memo.get((key, _device_bytes(x)))
+        if found is None:
+            base = np.log(np.maximum(prior_unit_costs(prior, x, u), _MIN_UNIT_MS))
+            found = memo.put((key, _device_bytes(x)), base + self.forest.predict_distinct(unit_matrix(u, x))[:, 0])
+        return found
 
 
-def _log_unit_costs(priors: Mapping[str, Any], x: np.ndarray, u: Units) -> np.ndarray:
+def _log_unit_costs(priors: Mapping[str, Any], x: np.ndarray, key: str, u: Units) -> np.ndarray:
     """log ms per unit of a baseline network: the per-layer costs where fitted, else the linear
     prior's shares."""
     layers = priors.get(NAME)
     if layers is not None:
-        return layers.log_costs(priors["latency"], x, u)
+        return layers.log_costs(priors["latency"], x, key, u)
     return np.log(np.maximum(prior_unit_costs(priors["latency"], x, u), _MIN_UNIT_MS))
 
 
@@ -308,45 +282,46 @@ class LayerSpeedups:
         # Candidates share networks, and the forest tells only so many layer shapes and step
         # settings apart: each distinct (layer, steps) pair, up to the forest's thresholds, is
         # walked once (one forest call), and each pipeline sums its layers' pairs.
-        networks: dict[tuple[str, bytes], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        todo: list[tuple[np.ndarray, tuple[str, bytes], int]] = []
-        steps: list[np.ndarray] = []
+        networks: dict[tuple[str, bytes], int] = {}  # (network, device) -> its index below
+        unit_rows: list[np.ndarray] = []  # per network: its units' tree inputs
+        times: list[np.ndarray] = []  # per network: its units' baseline times
+        todo: list[tuple[np.ndarray, int, tuple[str, bytes]]] = []  # (rows, network, memo key)
+        steps: list[np.ndarray] = []  # per entry of todo: its step settings
         memo = self._memo.of((priors["latency"], priors.get(NAME)))
         for group, idx in _distinct(Xc, _STEP_INDEX).items():
+            rows = compressed[idx]
             if group in memo:
-                out[compressed[idx]] = memo[group]
+                out[rows] = memo[group]
                 continue
-            key = group[0]
+            key, xb = group[0], Xb[idx[0]]
             u = units_of(key)
-            if u is None:
-                memo.put(group, out[compressed[idx[0]]])
+            if u is None:  # RatioPrior's value stays
+                memo.put(group, out[rows[0]])
                 continue
-            device = np.nan_to_num(Xb[idx[0], F.DEVICE_BLOCK], nan=-1.0).tobytes()
-            if (key, device) not in networks:
-                matrix = unit_matrix(u, Xb[idx[0]])
-                networks[(key, device)] = (matrix, np.exp(_log_unit_costs(priors, Xb[idx[0]], u)), np.zeros(0))
-            todo.append((np.asarray(idx), (key, device), len(steps), group))
+            n = networks.setdefault((key, _device_bytes(xb)), len(networks))
+            if n == len(unit_rows):
+                unit_rows.append(unit_matrix(u, xb))
+                times.append(np.exp(_log_unit_costs(priors, xb, key, u)))
+            todo.append((rows, n, group))
             steps.append(Xc[idx[0], _STEP_INDEX])
         if not todo:
             return out
         n_unit = len(UNIT_FEATURES)
-        all_units = np.vstack([m for m, _, _ in networks.values()])
+        all_units = np.vstack(unit_rows)
         u_first, u_code = self.forest.distinct_rows(all_units, np.arange(n_unit))
-        start = 0
-        for name, (matrix, t, _) in networks.items():
-            networks[name] = (matrix, t, u_code[start:start + len(matrix)])
-            start += len(matrix)
-        s_first, s_code = self.forest.distinct_rows(np.vstack(steps), np.arange(n_unit, len(RATIO_FEATURES)))
-        pair_keys = np.concatenate([networks[name][2].astype(np.int64) * len(s_first) + s_code[j]
-                                    for _, name, j, _ in todo])
+        starts = np.cumsum([0] + [len(m) for m in unit_rows])
+        step_rows = np.vstack(steps)
+        s_first, s_code = self.forest.distinct_rows(step_rows, np.arange(n_unit, len(RATIO_FEATURES)))
+        n_steps = len(s_first)
+        pair_keys = np.concatenate([u_code[starts[n]:starts[n + 1]].astype(np.int64) * n_steps + s_code[j]
+                                    for j, (_, n, _) in enumerate(todo)])
         pairs, pair_of = np.unique(pair_keys, return_inverse=True)
-        rows = np.hstack([all_units[u_first[pairs // len(s_first)]], np.vstack(steps)[s_first[pairs % len(s_first)]]])
-        speedup = np.exp(self.forest.predict(rows)[:, 0])[pair_of.ravel()]
+        walk = np.hstack([all_units[u_first[pairs // n_steps]], step_rows[s_first[pairs % n_steps]]])
+        speedup = np.exp(self.forest.predict(walk)[:, 0])[pair_of.ravel()]
         start = 0
-        for idx, name, _, group in todo:
-            t = networks[name][1]
-            memo.put(group, float(np.sum(t * speedup[start:start + len(t)]) / max(np.sum(t), 1e-300)))
-            out[compressed[idx]] = memo[group]
+        for rows, n, group in todo:
+            t = times[n]
+            out[rows] = memo.put(group, float(np.sum(t * speedup[start:start + len(t)]) / max(np.sum(t), 1e-300)))
             start += len(t)
         return out
 
@@ -405,23 +380,29 @@ class _Design:
         return float(np.mean(np.abs(np.log(np.bincount(self.net, np.exp(margin))) - self.log_y)))
 
 
+def _stack(parts: list[tuple[np.ndarray, np.ndarray, float]], width: int) -> _Design:
+    """One design from per-network (tree inputs of its units, log base time per unit, log target)."""
+    if not parts:
+        return _Design(np.zeros((0, width)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0))
+    return _Design(np.vstack([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                   np.repeat(np.arange(len(parts)), [len(p[1]) for p in parts]), np.array([p[2] for p in parts]))
+
+
+def _positive(v: float) -> bool:
+    return bool(np.isfinite(v) and v > 0)
+
+
 def _design(X: np.ndarray, latency: np.ndarray, prior: Prior) -> tuple[_Design, np.ndarray]:
-    blocks, bases, owner, targets, rows = [], [], [], [], []
-    keys = F.profile_keys(X) if len(X) else np.zeros(0, dtype=object)
-    for i, key in enumerate(keys):
+    """Baseline rows with known layers: units start from their share of the linear prior."""
+    parts, used = [], []
+    for i, key in enumerate(F.profile_keys(X) if len(X) else ()):
         u = units_of(key)
-        if u is None or not (np.isfinite(latency[i]) and latency[i] > 0):
+        if u is None or not _positive(latency[i]):
             continue
-        blocks.append(unit_matrix(u, X[i]))
-        bases.append(np.log(np.maximum(prior_unit_costs(prior, X[i], u), _MIN_UNIT_MS)))
-        owner.append(np.full(len(u), len(targets)))
-        targets.append(math.log(latency[i]))
-        rows.append(i)
-    if not targets:
-        empty = _Design(np.zeros((0, len(UNIT_FEATURES))), np.zeros(0), np.zeros(0, np.int64), np.zeros(0))
-        return empty, np.zeros(0, np.int64)
-    design = _Design(np.vstack(blocks), np.concatenate(bases), np.concatenate(owner), np.asarray(targets))
-    return design, np.asarray(rows)
+        parts.append((unit_matrix(u, X[i]), np.log(np.maximum(prior_unit_costs(prior, X[i], u), _MIN_UNIT_MS)),
+                      math.log(latency[i])))
+        used.append(i)
+    return _stack(parts, len(UNIT_FEATURES)), np.asarray(used, dtype=np.int64)
 
 
 def _train(design: _Design, settings: FitSettings, rounds: int, names: list[str], valid: _Design | None = None
@@ -521,21 +502,17 @@ def fit_speedups(X: np.ndarray, ratio: np.ndarray, priors: Mapping[str, Any], se
     """Fit the per-layer speed-up trees on compressed rows (X, measured latency ratio to the
     baseline, from the same interleaved rounds), starting from each unit's baseline time
     (`priors`: the linear prior and, where fitted, the per-layer costs). Rounds and None as `fit`."""
-    blocks, bases, owner, targets, used = [], [], [], [], []
-    keys = F.profile_keys(X) if len(X) else np.zeros(0, dtype=object)
+    parts, used = [], []
     Xb = F.as_baseline(X) if len(X) else X
-    for i, key in enumerate(keys):
+    compressed = ~F.is_baseline(X) if len(X) else np.zeros(0, dtype=bool)
+    for i, key in enumerate(F.profile_keys(X) if len(X) else ()):
         u = units_of(key)
-        if u is None or F.is_baseline(X[i:i + 1])[0] or not (np.isfinite(ratio[i]) and ratio[i] > 0):
+        if u is None or not compressed[i] or not _positive(ratio[i]):
             continue
-        c = _log_unit_costs(priors, Xb[i], u)
-        blocks.append(step_matrix(u, X[i]))
-        bases.append(c)
-        owner.append(np.full(len(u), len(targets)))
-        targets.append(math.log(ratio[i]) + float(np.log(np.sum(np.exp(c)))))
+        c = _log_unit_costs(priors, Xb[i], key, u)
+        parts.append((step_matrix(u, X[i]), c, math.log(ratio[i]) + float(np.log(np.sum(np.exp(c))))))
         used.append(i)
-    if not targets:
-        return None
-    design = _Design(np.vstack(blocks), np.concatenate(bases), np.concatenate(owner), np.asarray(targets))
-    fitted = _fit_design(design, _groups(groups, X, np.asarray(used)), settings, list(RATIO_FEATURES))
+    design = _stack(parts, len(RATIO_FEATURES))
+    fitted = _fit_design(design, _groups(groups, X, np.asarray(used, dtype=np.int64)), settings,
+                         list(RATIO_FEATURES))
     return None if fitted is None else (LayerSpeedups(fitted[0], len(design.log_y)), fitted[1])

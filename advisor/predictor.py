@@ -31,8 +31,9 @@ walk at answer time for the same held-out quality) trained on its own rows:
                   family, 14.6% of baseline latencies within 10% with the linear sum, 28.0%
                   with the layer-sum (real rows, 2026-12-05). The ratio prior is per layer
                   too where fitted (`LayerSpeedups`: each layer's baseline time times a
-                  learned speed-up of the pipeline's numeric steps). Where held-out families say the layer trees
-                  do not help (or a row's layers are unknown), the linear sum stays.
+                  learned speed-up of the pipeline's numeric steps). Where held-out families
+                  say the layer trees do not help (or a row's layers are unknown), the linear
+                  sum stays.
                   The booster learns what the sum misses.
   latency_ratio   log(latency / baseline latency / ratio prior), on compressed rows. The ratio
                   is measured in the same interleaved rounds as its baseline, so it is free of
@@ -890,15 +891,14 @@ class Predictor:
         n_rows: dict[str, int] = {}
         if self.layer_latency:
             settings = layer_costs.FitSettings(n_jobs=self.n_jobs, seed=self.random_state)
-            families = np.where(is_probe(data.family), "", data.family)[base_rows]
+            families = np.where(is_probe(data.family), "", data.family)  # probes: never held out
             layers = layer_costs.fit(data.X[base_rows], data.latency[base_rows], priors["latency"], settings,
-                                     groups=families)
+                                     groups=families[base_rows])
             if layers is not None:
                 priors[layer_costs.NAME], boosters[layer_costs.NAME] = layers
                 n_rows[layer_costs.NAME] = layers[0].rows
-            families = np.where(is_probe(data.family), "", data.family)[compressed]
             speedups = layer_costs.fit_speedups(data.X[compressed], data.ratio[compressed], priors,
-                                                layer_costs.speedup_settings(settings), groups=families)
+                                                layer_costs.speedup_settings(settings), groups=families[compressed])
             if speedups is not None:
                 priors[layer_costs.RATIO_NAME], boosters[layer_costs.RATIO_NAME] = speedups
                 n_rows[layer_costs.RATIO_NAME] = speedups[0].rows
