@@ -224,6 +224,15 @@ def _ratio(new: int, old: int) -> float:
     return new / old if old else 1.0
 
 
+def _bias(layer: LayerProfile) -> int:
+    """The bias weights of a plain convolution or dense layer (0: none, or not such a layer)."""
+    if not factorisable(layer):
+        return 0
+    c_in, c_out = int(layer.input_shapes[0][-1]), int(layer.output_shape[-1])
+    rows = c_in * (layer.kernel ** 2 if layer.type == "Conv2D" else 1)
+    return c_out if layer.params - rows * c_out == c_out else 0
+
+
 def widen(profile: ModelProfile, width: float) -> ModelProfile:
     """The profile of the student at `width`: every layer from the first channel-setting one up to
     the classifier gets round(c x width) channels; the input and the classifier's outputs stay."""
@@ -252,14 +261,18 @@ def widen(profile: ModelProfile, width: float) -> ModelProfile:
             elif i != last:
                 out = (*out[:-1], scaled(out[-1], width))
         c_out, c_out_new = (int(ly.output_shape[-1]), int(out[-1])) if out else (0, 0)
+        bias = 0  # a bias has one weight per output channel: it thins with the outputs alone
         if ly.type in WIDTH_FIELDS:
             f_in = 1.0 if (i == first or ly.type == "Embedding") else _ratio(c_in_new, c_in)
             f = f_in * _ratio(c_out_new, c_out)
             if ly.type in RECURRENT:  # gates x units x (units + inputs)
                 f = _ratio(c_out_new, c_out) * _ratio(c_out_new + c_in_new, c_out + c_in)
+            else:
+                bias = _bias(ly)
         else:  # depthwise, normalisation, pooling, element-wise: work per channel
             f = _ratio(c_out_new, c_out) if ly.type != "Flatten" else _ratio(c_in_new, c_in)
-        layers.append(replace(ly, macs=int(round(ly.macs * f)), params=int(round(ly.params * f)),
+        params = int(round((ly.params - bias) * f)) + int(round(bias * _ratio(c_out_new, c_out)))
+        layers.append(replace(ly, macs=int(round(ly.macs * f)), params=params,
                               input_shapes=ins, output_shape=tuple(out)))
     return replace(profile, layers=tuple(layers))
 

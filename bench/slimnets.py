@@ -29,6 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from measure.augment import AUGMENTATIONS
+
 DEFAULT_PLANS = ("prune:0.9,prune:0.95,lowrank:0.25,distill:0.5,distill:0.25,ptq-int8,prune:0.9+ptq-int8,"
                  "lowrank:0.25+prune:0.8+ptq-int8,distill:0.5+prune:0.9,distill:0.5+prune:0.9+ptq-int8,"
                  "distill:0.25+prune:0.8+ptq-int8,prune:0.95@dense+prune:0.8+ptq-int8")
@@ -79,18 +81,10 @@ def build_vgg(keras, dropout: float = 0.5):
     return keras.Model(inp, out, name="vgg_cifar10")
 
 
-def augment(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Random horizontal flips and random crops of the image padded by `pad` pixels (reflected)."""
-    flip = rng.random(len(x)) < 0.5
-    out = np.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
-    padded = np.pad(out, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    dy, dx = rng.integers(0, 2 * pad + 1, size=(2, len(x)))
-    h, w = x.shape[1:3]
-    return np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(len(x))])
-
-
 def train_teacher(keras, model, x, y, epochs: int, batch: int, lr: float, seed: int) -> list[dict]:
     """Adam with cosine decay, fresh augmentation every epoch; returns per-epoch loss, accuracy, seconds."""
+    from measure.augment import flip_crop
+
     steps = epochs * -(-len(x) // batch)
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
@@ -99,7 +93,7 @@ def train_teacher(keras, model, x, y, epochs: int, batch: int, lr: float, seed: 
     history = []
     for epoch in range(epochs):
         t0 = time.monotonic()
-        h = model.fit(augment(x, rng), y, batch_size=batch, epochs=1, verbose=0, shuffle=True)
+        h = model.fit(flip_crop(x, rng), y, batch_size=batch, epochs=1, verbose=0, shuffle=True)
         secs = time.monotonic() - t0
         history.append({"epoch": epoch + 1, "loss": float(h.history["loss"][-1]),
                         "accuracy": float(h.history["accuracy"][-1]), "seconds": secs})
@@ -280,8 +274,8 @@ def write_markdown(path: Path, result: dict) -> str:
         f"{_epochs(s['finetune_epochs'] * s['distill_factor'])} from scratch "
         f"(Adam {s.get('student_lr', s['finetune_lr']):g}); batch {s['batch_size']}; "
         f"{s['train_samples']} training and {s['test_samples']} test images; seed {s['seed']}"
-        + (f"; fine-tuning also on {s['augment_copies']} flipped-and-cropped copies" if s.get("augment_copies")
-           else "")
+        + (f"; fine-tuning and students on fresh '{s['augment']}' copies each epoch" if s.get("augment") else "")
+        + (f"; pruning ramps over {s['prune_ramp']:.0%} of the fine-tuning steps" if "prune_ramp" in s else "")
         + (f". Teacher weights loaded from `{s['teacher_weights']}` (trained by an earlier run of these settings)."
            if "loaded" in (result["teacher"]["history"] or [{}])[0]
            else f". Teacher training took {result['teacher']['seconds']:.0f} s."),
@@ -336,8 +330,11 @@ def main() -> int:
                     help="teacher weights file (.weights.h5): loaded if it exists, else written after training")
     ap.add_argument("--cosine", action="store_true",
                     help="decay every fine-tuning and student rate along a cosine to 5%% (the teacher's schedule)")
-    ap.add_argument("--augment-copies", type=int, default=0,
-                    help="fine-tune on the training images plus this many flipped-and-cropped copies")
+    ap.add_argument("--augment", default=None, choices=sorted(AUGMENTATIONS),
+                    help="fine-tune and train students on fresh augmented copies each epoch, as the teacher was "
+                         "(default: none)")
+    ap.add_argument("--prune-ramp", type=float, default=0.7,
+                    help="fraction of the fine-tuning steps over which sparsity rises (the rest recovers)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (1 epoch, 1000/500 images, 3 plans)")
     args = ap.parse_args()
     if args.quick:
@@ -377,15 +374,11 @@ def main() -> int:
             teacher.save_weights(cached)
     teacher_s = time.monotonic() - t0
     rep_x = x_train[np.random.default_rng(args.seed).permutation(len(x_train))[:100]]
-    x_ft, y_ft = x_train, y_train
-    if args.augment_copies > 0:  # fine-tune on what the teacher trained on: flips and crops
-        rng = np.random.default_rng(args.seed + 1)
-        x_ft = np.concatenate([x_train, *(augment(x_train, rng) for _ in range(args.augment_copies))])
-        y_ft = np.concatenate([y_train] * (args.augment_copies + 1))
-    data = TrainData(x_ft, y_ft, "dataset:cifar10")
-    settings = FinetuneSettings(epochs=args.finetune_epochs, max_samples=len(x_ft), batch_size=args.batch_size,
+    data = TrainData(x_train, y_train, "dataset:cifar10")
+    settings = FinetuneSettings(epochs=args.finetune_epochs, max_samples=len(x_train), batch_size=args.batch_size,
                                 learning_rate=args.finetune_lr, distill_factor=args.distill_factor,
-                                student_learning_rate=args.student_lr, cosine_decay=args.cosine)
+                                student_learning_rate=args.student_lr, cosine_decay=args.cosine,
+                                augment=args.augment, prune_ramp=args.prune_ramp, seed=args.seed + 1)
 
     blob = convert(Compressed(teacher, Pipeline.parse("none"), "none"), None)
     original = {"plan": "none", "label": "original (none)", "kind": "original", "status": "ok",
@@ -443,7 +436,7 @@ def main() -> int:
                      "distill_factor": args.distill_factor, "train_samples": len(x_train),
                      "test_samples": len(x_test), "batch_size": args.batch_size, "teacher_lr": args.teacher_lr,
                      "finetune_lr": args.finetune_lr, "student_lr": args.student_lr, "seed": args.seed, "threads": 1,
-                     "augment_copies": args.augment_copies, "teacher_weights": args.teacher,
+                     "augment": args.augment, "prune_ramp": args.prune_ramp, "teacher_weights": args.teacher,
                      "cosine_decay": args.cosine,
                      "architecture": "VGG-style: (Conv3x3+BN+ReLU)x2+pool at 32/64/128, Dense 256, Dropout 0.5, "
                                      "Dense 10 softmax"},

@@ -35,6 +35,14 @@ class FinetuneSettings:
     #: Decay the rate along a cosine to 5% of it over the run (as a network is usually trained),
     #: instead of holding it constant. Off by default (the campaigns' rows were made without it).
     cosine_decay: bool = False
+    #: A name from `measure.augment.AUGMENTATIONS` (e.g. "flip-crop"): every epoch fine-tunes (and a
+    #: student trains) on fresh augmented copies of the images, as the network was trained. None: off.
+    augment: str | None = None
+    #: The fraction of fine-tuning steps over which pruning's sparsity rises to its target; the rest
+    #: lets the network recover at the final sparsity.
+    prune_ramp: float = 0.7
+    #: Seed of the augmentation's random numbers.
+    seed: int = 0
 
     def optimizer(self, rate: float, steps: int):
         """Adam at `rate`, held or cosine-decayed over `steps` optimizer steps."""
@@ -132,6 +140,21 @@ def _one_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
+def epochs_of(x: np.ndarray, settings: FinetuneSettings, epochs: int):
+    """The inputs of each of `epochs` epochs: `x` itself, or fresh augmented copies of it each epoch."""
+    if settings.augment is None:
+        for _ in range(epochs):
+            yield x
+        return
+    from measure.augment import augmentation, check_images
+
+    transform = augmentation(settings.augment)
+    check_images(x, settings.augment)
+    rng = np.random.default_rng(settings.seed)
+    for _ in range(epochs):
+        yield transform(x, rng)
+
+
 def _fit(model, data: TrainData, settings: FinetuneSettings, ctx: dict, callbacks=()):
     n = min(len(data.x), settings.max_samples)
     fixed = model.inputs[0].shape[0]  # recurrent networks are built with a fixed batch of 1
@@ -139,8 +162,12 @@ def _fit(model, data: TrainData, settings: FinetuneSettings, ctx: dict, callback
     model.compile(optimizer=settings.optimizer(settings.learning_rate, math.ceil(n / batch) * settings.epochs),
                   loss=keras().losses.SparseCategoricalCrossentropy(from_logits=ctx["from_logits"]),
                   metrics=["accuracy"])
-    model.fit(data.x[:n], data.y[:n], batch_size=batch, epochs=settings.epochs,
-              verbose=0, callbacks=list(callbacks), shuffle=True)
+    if settings.augment is None:
+        model.fit(data.x[:n], data.y[:n], batch_size=batch, epochs=settings.epochs,
+                  verbose=0, callbacks=list(callbacks), shuffle=True)
+    else:  # one fit per epoch: the optimizer's step, its schedule and the pruning step carry over
+        for x in epochs_of(data.x[:n], settings, settings.epochs):
+            model.fit(x, data.y[:n], batch_size=batch, epochs=1, verbose=0, callbacks=list(callbacks), shuffle=True)
     return math.ceil(n / settings.batch_size) * settings.epochs
 
 
@@ -169,11 +196,12 @@ def _prune_schedule(step: Technique, data: TrainData, settings: FinetuneSettings
     if step.name == "prune-2:4":
         return {"pruning_schedule": sparsity.ConstantSparsity(0.5, begin_step=0, frequency=1),
                 "sparsity_m_by_n": (2, 4)}
-    # Ramp sparsity up over the first 70% of fine-tuning, then let the network recover: the
-    # gradual schedule of the TF Model Optimization guide (a sudden cut costs far more accuracy).
+    # Ramp sparsity up over the first part of fine-tuning (70% by default), then let the network
+    # recover: the gradual schedule of the TF Model Optimization guide (a sudden cut costs far more).
     steps = settings.steps(len(data.x), int(model.inputs[0].shape[0] or settings.batch_size))
-    frequency = max(1, int(steps * 0.7) // 10)
-    end = max(1, int(steps * 0.7) // frequency * frequency)  # the last pruning step lands on end
+    ramp = int(steps * settings.prune_ramp)
+    frequency = max(1, ramp // 10)
+    end = max(1, ramp // frequency * frequency)  # the last pruning step lands on end
     return {"pruning_schedule": sparsity.PolynomialDecay(initial_sparsity=0.0, final_sparsity=step.sparsity,
                                                          begin_step=0, end_step=end, frequency=frequency)}
 
@@ -309,17 +337,23 @@ def _apply_distill(model, steps: tuple[Technique, ...], data: TrainData, setting
     step = steps[0]
     student = student_model(model, step.width)
     n = min(len(data.x), settings.max_samples)
-    x = data.x[:n]
     fixed = model.inputs[0].shape[0]
     batch = int(fixed or settings.batch_size)
-    out = np.asarray(model.predict(x, batch_size=batch, verbose=0), dtype=np.float32)
-    teacher = out if ctx["from_logits"] else np.log(np.clip(out, 1e-7, 1.0))
-    y = np.concatenate([np.asarray(data.y[:n], dtype=np.float32).reshape(-1, 1), teacher], axis=1)
+    labels = np.asarray(data.y[:n], dtype=np.float32).reshape(-1, 1)
+
+    def targets(x):  # the label, then the teacher's logits on exactly these inputs
+        out = np.asarray(model.predict(x, batch_size=batch, verbose=0), dtype=np.float32)
+        return np.concatenate([labels, out if ctx["from_logits"] else np.log(np.clip(out, 1e-7, 1.0))], axis=1)
+
     epochs = settings.epochs * settings.distill_factor
     rate = settings.learning_rate if settings.student_learning_rate is None else settings.student_learning_rate
     student.compile(optimizer=settings.optimizer(rate, math.ceil(n / batch) * epochs),
                     loss=distill_loss(step.temperature, step.alpha, ctx["from_logits"]))
-    student.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, shuffle=True)
+    if settings.augment is None:
+        student.fit(data.x[:n], targets(data.x[:n]), batch_size=batch, epochs=epochs, verbose=0, shuffle=True)
+    else:  # the teacher labels each epoch's fresh copies
+        for x in epochs_of(data.x[:n], settings, epochs):
+            student.fit(x, targets(x), batch_size=batch, epochs=1, verbose=0, shuffle=True)
     ctx["notes"].append(f"{step.spec}: student of width {step.width:g} ({model.count_params():,} -> "
                         f"{student.count_params():,} parameters), trained from scratch for {epochs} epochs on "
                         f"{n} samples of {data.source} (temperature {step.temperature:g}, soft-target weight "
@@ -374,6 +408,8 @@ def compress(model, pipeline: Pipeline, data: TrainData | None,
     current.set_weights(model.get_weights())
     for group in _groups(steps):
         current = APPLIERS[group[0].kind](current, group, data, settings, ctx)
+    if settings.augment is not None:
+        ctx["notes"].append(f"every training epoch saw fresh '{settings.augment}' augmented copies of the data")
     return Compressed(current, pipeline, data.source, list(ctx["notes"]), state=ctx)
 
 

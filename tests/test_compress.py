@@ -95,3 +95,52 @@ def test_cosine_decay_lowers_the_rate_over_the_run(keras):
     assert isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
     assert float(schedule(0)) == pytest.approx(1e-3)
     assert float(schedule(50)) < 1e-3 and float(schedule(100)) == pytest.approx(5e-5)
+
+
+def test_augmented_pruning_reaches_its_sparsity_across_epochs(tiny_cnn, train_data):
+    """With augmentation every epoch is its own fit; the pruning step must carry over between them."""
+    from measure.compress import FinetuneSettings, compress
+
+    settings = FinetuneSettings(epochs=3, batch_size=16, augment="flip-crop", prune_ramp=0.5)
+    c = compress(tiny_cnn, Pipeline.parse("prune:0.8"), train_data, settings)
+    kernels = [ly.kernel.numpy() for ly in c.model.layers if type(ly).__name__ in ("Conv2D", "Dense")]
+    for k in kernels:
+        assert (k == 0).mean() == pytest.approx(0.8, abs=0.02)
+    assert any("'flip-crop' augmented copies" in n for n in c.notes)
+
+
+def test_augmented_distillation_trains_on_fresh_copies_each_epoch(keras, train_data, monkeypatch):
+    from measure import augment
+    from measure.compress import FinetuneSettings, compress
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    teacher = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(x))
+
+    seen = []
+
+    def recording(x, rng):
+        out = augment.flip_crop(x, rng)
+        seen.append(out)
+        return out
+
+    monkeypatch.setitem(augment.AUGMENTATIONS, "recording", recording)
+    settings = FinetuneSettings(epochs=1, distill_factor=3, batch_size=16, augment="recording")
+    c = compress(teacher, Pipeline.parse("distill:0.5"), train_data, settings)
+    assert len(seen) == 3  # one fresh copy per student epoch
+    assert not np.array_equal(seen[0], seen[1])
+    assert c.model.count_params() < teacher.count_params() / 2
+
+
+def test_augmentation_on_non_image_data_is_refused(keras):
+    from advisor.errors import SpecError
+    from measure.compress import FinetuneSettings, TrainData, compress
+
+    inp = keras.Input((8,))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(inp))
+    data = TrainData(np.zeros((8, 8), "float32"), np.zeros(8, "int64"), "random")
+    with pytest.raises(SpecError, match="needs images"):
+        compress(model, Pipeline.parse("prune:0.5"), data, FinetuneSettings(augment="flip-crop"))
