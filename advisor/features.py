@@ -532,7 +532,34 @@ def pipeline_vectors(profile: ModelProfile, spec: str) -> tuple[np.ndarray, np.n
     tf = layerwise_features(built, pipeline) if pipeline.is_layerwise else technique_features(pipeline)
     tv = np.array([tf[n] for n in TECHNIQUE_NAMES], dtype=np.float64)
     tv.setflags(write=False)
+    if pipeline.is_layerwise:
+        _remember_plan((_block_key(pv), _technique_bytes(tv)), built, pipeline)
     return pv, tv, sv
+
+
+#: Layer-wise plans featurised in this process, by (profile block key, technique block): the
+#: network their steps act on and the plan, so that the per-layer speed-ups (`advisor.layer_costs`)
+#: can give each layer the steps that take it rather than the plan's averages. Newest last; the
+#: oldest are forgotten past `_PROFILES_KEPT`.
+_PLANS: dict[tuple[str, bytes], tuple[ModelProfile, Pipeline]] = {}
+
+
+def _technique_bytes(block: np.ndarray) -> bytes:
+    return np.nan_to_num(np.ascontiguousarray(block, dtype=np.float64), nan=-1.0).tobytes()
+
+
+def _remember_plan(key: tuple[str, bytes], built: ModelProfile, pipeline: Pipeline) -> None:
+    if key in _PLANS:
+        return
+    if len(_PLANS) >= _PROFILES_KEPT:
+        del _PLANS[next(iter(_PLANS))]
+    _PLANS[key] = (built, pipeline)
+
+
+def layerwise_plan_of(key: str, technique_block: np.ndarray) -> tuple[ModelProfile, Pipeline] | None:
+    """The layer-wise plan behind a row (its profile block's key, its technique block) and the
+    network its steps act on, if this process featurised it; None for any other row."""
+    return _PLANS.get((key, _technique_bytes(technique_block)))
 
 
 @lru_cache(maxsize=256)

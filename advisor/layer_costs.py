@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from advisor.trees import Forest
 
 if TYPE_CHECKING:
     from advisor.predictor import Prior
+    from advisor.techniques import Pipeline
 
 #: The name of this model's booster in a bundle (`<name>.json`) and in `Predictor.boosters_`.
 NAME = "latency_layers"
@@ -90,12 +92,15 @@ class Units:
             linear prior's per-group MAC, per-element-written and per-element-read costs multiply.
         invoke: per unit, True for the one unit that stands for the fixed cost.
         shape: per unit, the group and type one-hot columns and `_SHAPE_NAMES`.
+        layer: per unit, its layer's name.
     """
 
     group: np.ndarray
     work: np.ndarray
     invoke: np.ndarray
     shape: np.ndarray
+    #: per unit, the name of its layer ("" for the invoke): a layer-wise plan's steps take layers by name
+    layer: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.group)
@@ -123,7 +128,7 @@ def units(profile: ModelProfile) -> Units:
     shape[-1, _N_GROUPS + _TYPE_INDEX["invoke"]] = 1.0
     invoke = np.zeros(n, dtype=bool)
     invoke[-1] = True
-    return Units(group, work, invoke, shape)
+    return Units(group, work, invoke, shape, tuple(x.layer.name for x in executed) + ("",))
 
 
 _UNITS: dict[str, Units] = {}
@@ -165,9 +170,60 @@ def unit_matrix(u: Units, x: np.ndarray) -> np.ndarray:
     return np.hstack([u.shape, np.broadcast_to(x[_DEVICE_INDEX], (len(u), len(DEVICE_COLUMNS)))])
 
 
-def step_matrix(u: Units, x: np.ndarray) -> np.ndarray:
-    """The speed-up trees' input rows (`RATIO_FEATURES`): the units, and the pipeline's numeric steps."""
-    return np.hstack([unit_matrix(u, x), np.broadcast_to(x[_STEP_INDEX], (len(u), len(STEP_SETTINGS)))])
+def step_matrix(u: Units, x: np.ndarray, key: str | None = None) -> np.ndarray:
+    """The speed-up trees' input rows (`RATIO_FEATURES`): the units, and the numeric steps acting
+    on each (`unit_steps`; with no `key`, the pipeline's own settings for every unit)."""
+    steps = unit_steps(u, x, key) if key is not None else np.broadcast_to(x[_STEP_INDEX], (len(u), len(STEP_SETTINGS)))
+    return np.hstack([unit_matrix(u, x), steps])
+
+
+#: Where each of `STEP_SETTINGS` sits in the technique block.
+_TECHNIQUE_STEP_INDEX = np.array([F.TECHNIQUE_NAMES.index(n) for n in STEP_SETTINGS])
+
+
+def unit_steps(u: Units, x: np.ndarray, key: str) -> np.ndarray:
+    """Per unit, the numeric step settings (`STEP_SETTINGS`) that act on it.
+
+    For a whole-model plan every unit has the row's own. For a layer-wise plan (one this process
+    featurised: `features.layerwise_plan_of`), each weighted layer has the settings of the steps
+    that take it, as if they took the whole model (a layer no step takes: those of `none`), so the
+    trees see that `prune:0.9@large` prunes the big dense layer and leaves the stem alone; units
+    without weights (element-wise, pooling, the invoke) keep the plan's averages."""
+    row = x[_STEP_INDEX]
+    out = np.broadcast_to(row, (len(u), len(STEP_SETTINGS)))
+    plan = F.layerwise_plan_of(key, x[F.TECHNIQUE_BLOCK]) if u.layer else None
+    if plan is None:
+        return out
+    per_layer = _layer_settings(*plan)
+    out = out.copy()
+    for i, name in enumerate(u.layer):
+        found = per_layer.get(name)
+        if found is not None:
+            out[i] = found
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _layer_settings(built: ModelProfile, pipeline: Pipeline) -> dict[str, np.ndarray]:
+    """Weighted layer name -> the `STEP_SETTINGS` of the numeric steps of `pipeline` that take it."""
+    from advisor.layers import assign, weighted
+
+    steps = pipeline.numerics.steps
+    taken: dict[str, list[Any]] = {ly.name: [] for ly in weighted(built)}
+    for kind in F.LAYERWISE_KINDS:
+        mine = [st for st in steps if st.kind == kind]
+        if len(mine) == 1 and mine[0].layers == "all":
+            for chosen in taken.values():
+                chosen.append(mine[0])
+        elif mine:
+            for name, st in assign(built, mine).items():
+                if name in taken:
+                    taken[name].append(st)
+    out = {}
+    for name, chosen in taken.items():
+        whole = "+".join(st.spec.split("@")[0] for st in steps if any(st is c for c in chosen)) or "none"
+        out[name] = F.technique_vector(whole)[_TECHNIQUE_STEP_INDEX]
+    return out
 
 
 class _Memo(dict):
@@ -297,6 +353,12 @@ class LayerSpeedups:
             u = units_of(key)
             if u is None:  # RatioPrior's value stays
                 memo.put(group, out[rows[0]])
+                continue
+            if F.layerwise_plan_of(key, Xc[idx[0], F.TECHNIQUE_BLOCK]) is not None:
+                # each layer its own steps: no shared step row, walked on its own
+                t = np.exp(_log_unit_costs(priors, xb, key, u))
+                speedup = np.exp(self.forest.predict_distinct(step_matrix(u, Xc[idx[0]], key))[:, 0])
+                out[rows] = memo.put(group, float(np.sum(t * speedup) / max(np.sum(t), 1e-300)))
                 continue
             n = networks.setdefault((key, _device_bytes(xb)), len(networks))
             if n == len(unit_rows):
@@ -510,7 +572,7 @@ def fit_speedups(X: np.ndarray, ratio: np.ndarray, priors: Mapping[str, Any], se
         if u is None or not compressed[i] or not _positive(ratio[i]):
             continue
         c = _log_unit_costs(priors, Xb[i], key, u)
-        parts.append((step_matrix(u, X[i]), c, math.log(ratio[i]) + float(np.log(np.sum(np.exp(c))))))
+        parts.append((step_matrix(u, X[i], key), c, math.log(ratio[i]) + float(np.log(np.sum(np.exp(c))))))
         used.append(i)
     design = _stack(parts, len(RATIO_FEATURES))
     fitted = _fit_design(design, _groups(groups, X, np.asarray(used, dtype=np.int64)), settings,

@@ -224,3 +224,36 @@ def test_layer_speedups_beat_per_group_speedups_on_unseen_families(shaped):
     np.testing.assert_array_equal(again, L.latency_ratio(priors, test.X[q]))
     other = {**priors, "latency": fit_prior(PRIORS["latency"], test.X[test.baseline], test.latency[test.baseline])}
     assert not np.allclose(L.latency_ratio(other, test.X[q]), again)
+
+
+def test_a_layerwise_plan_gives_each_layer_the_steps_that_take_it():
+    """`prune:0.9@large+prune:0.5+ptq-int8`: the big layer is pruned to 10%, the others to 50%, all
+    int8; `prune:0.8@mid`: the first and last layers are left as they are; a whole-model plan gives
+    every unit its own settings."""
+    layers = (
+        LayerProfile("stem", "Conv2D", 16 * 16 * 8 * 27, 8 * 27 + 8, ((32, 32, 3),), (16, 16, 8), 3, 2, 1),
+        LayerProfile("pool", "GlobalAveragePooling2D", 0, 0, ((16, 16, 8),), (8,)),
+        LayerProfile("big", "Dense", 8 * 512, 8 * 512 + 512, ((8,),), (512,)),
+        LayerProfile("head", "Dense", 512 * 2, 512 * 2 + 2, ((512,),), (2,)),
+    )
+    profile = ModelProfile("m", "f", (32, 32, 3), "float32", 2, "image", layers)
+    u = L.units(profile)
+    assert u.layer == ("stem", "pool", "big", "head", "")
+    density = L.STEP_SETTINGS.index("density")
+    int8 = L.STEP_SETTINGS.index("quant_full_int")
+
+    def steps_of(spec):
+        pv, tv, sv = F.pipeline_vectors(profile, spec)
+        x = np.zeros(len(F.FEATURE_NAMES))
+        x[F.PROFILE_BLOCK], x[F.TECHNIQUE_BLOCK], x[F.STRUCTURE_BLOCK] = pv, tv, sv
+        return x, L.unit_steps(u, x, F.profile_keys(x[None, :])[0])
+
+    x, s = steps_of("prune:0.9@large+prune:0.5+ptq-int8")
+    mean = x[F.INDEX["density"]]  # units without weights keep the plan's average
+    np.testing.assert_allclose(s[:, density], [0.5, mean, 0.1, 0.5, mean])
+    assert s[[0, 2, 3], int8].tolist() == [1.0, 1.0, 1.0]
+    _, s = steps_of("prune:0.8@mid")
+    assert s[[0, 3], density].tolist() == [1.0, 1.0] and s[2, density] == pytest.approx(0.2)
+    assert s[0, L.STEP_SETTINGS.index("n_steps")] == 0  # untouched: the settings of `none`
+    x, s = steps_of("prune:0.8+ptq-int8")  # whole-model: not a layer-wise plan
+    assert (s == x[L._STEP_INDEX]).all()
