@@ -64,8 +64,9 @@ walk at answer time for the same held-out quality) trained on its own rows:
                   from the technique and structure blocks and `source_published` alone
                   (`features.technique_only`: profile features overfit to the families seen).
                   The original network's change is 0 by definition (`features.is_original`).
-                  A step no accuracy row had (`accuracy_steps_`: today distill and lowrank, whose
-                  rows time students and factorised networks but never evaluated them) has no
+                  A step no accuracy row had (`accuracy_steps_`; until
+                  `plans/accuracy-structural.toml` was measured, distill and lowrank, whose rows
+                  timed students and factorised networks but never evaluated them) has no
                   accuracy evidence at all: its rows get NaN ("unknown"), not the numeric steps'
                   change as if the structural step were free.
 

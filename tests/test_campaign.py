@@ -15,6 +15,7 @@ import pytest
 
 from advisor.errors import OptionError, SpecError, UnknownNameError
 from advisor.store import Store
+from advisor.techniques import Pipeline
 from measure import zoo
 from measure.campaign import CampaignProgress, Config, Plan, config_key, load_plan, run_campaign
 from measure.devices import LocalDevice
@@ -123,6 +124,11 @@ def test_shipped_plans_load_and_cover_what_they_promise():
     assert {m.split(":")[1] for m in models} == set(SAMPLED_BLOCKS)
     assert {c.technique for c in sampled.configs} == {"none", "ptq-dynamic", "ptq-float16", "ptq-int8", "prune:0.8",
                                                        "cluster:16"}
+    structural = load_plan(PLANS / "accuracy-structural.toml")  # accuracy of every structural kind
+    assert all(c.settings.dataset and c.settings.pretrain_epochs for c in structural.configs)
+    kinds = {st.name for c in structural.configs for st in Pipeline.parse(c.technique).steps}
+    assert {"lowrank", "distill"} <= kinds
+    assert any(Pipeline.parse(c.technique).is_layerwise for c in structural.configs)
 
 
 # ---------------------------------------------------------------------------------------------
