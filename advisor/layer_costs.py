@@ -177,6 +177,8 @@ def step_matrix(u: Units, x: np.ndarray, key: str | None = None) -> np.ndarray:
     return np.hstack([unit_matrix(u, x), steps])
 
 
+#: The technique block's columns in a feature row.
+_TECHNIQUE_COLUMNS = np.arange(F.TECHNIQUE_BLOCK.start, F.TECHNIQUE_BLOCK.stop)
 #: Where each of `STEP_SETTINGS` sits in the technique block.
 _TECHNIQUE_STEP_INDEX = np.array([F.TECHNIQUE_NAMES.index(n) for n in STEP_SETTINGS])
 
@@ -344,7 +346,8 @@ class LayerSpeedups:
         todo: list[tuple[np.ndarray, int, tuple[str, bytes]]] = []  # (rows, network, memo key)
         steps: list[np.ndarray] = []  # per entry of todo: its step settings
         memo = self._memo.of((priors["latency"], priors.get(NAME)))
-        for group, idx in _distinct(Xc, _STEP_INDEX).items():
+        # grouped by the whole technique block: two layer-wise plans can average to the same settings
+        for group, idx in _distinct(Xc, _TECHNIQUE_COLUMNS).items():
             rows = compressed[idx]
             if group in memo:
                 out[rows] = memo[group]
