@@ -110,6 +110,20 @@ def pessimistic(pred: dict[str, np.ndarray], target: str, confidence: float) -> 
     return quantile(pred[target], confidence if LOWER_IS_BETTER[target] else 1 - confidence)
 
 
+def objective_values(pred: dict[str, np.ndarray], target: str, confidence: float) -> np.ndarray:
+    """Per candidate, what an objective ranks by: the median for latency, energy and size; for the
+    accuracy change, its pessimistic bound at `confidence`, capped at 0.
+
+    Capped, because no compression is credited with gaining accuracy: a predicted gain is the
+    accuracy model extrapolating from small networks whose short training the plan's own training
+    continued, and a search over thousands of plans finds exactly the ones where it errs upwards.
+    Pessimistic, because of two plans with the same median the one whose loss is surer ranks first.
+    Unknown (NaN) stays NaN and ranks last."""
+    if target == "accuracy_delta_pp":
+        return np.minimum(pessimistic(pred, target, confidence), 0.0)
+    return pred[target][:, 1]
+
+
 @dataclass
 class Choice:
     """One candidate with its predictions (p10/p50/p90 per target) and verdict."""
@@ -175,16 +189,18 @@ def decide(specs: list[str], pred: dict[str, np.ndarray], constraints: Constrain
     acc = pred["accuracy_delta_pp"][:, 1] if "accuracy_delta_pp" in pred else np.zeros(n)
     lat = pred["latency_ms"][:, 1] if "latency_ms" in pred else np.zeros(n)
 
+    value = objective_values(pred, obj, conf)
+
     def better(i: int, j: int) -> bool:
         """Is candidate i better enough than j on the objective?"""
-        a, b = pred[obj][i, 1], pred[obj][j, 1]
+        a, b = value[i], value[j]
         if obj == "accuracy_delta_pp":
-            return a >= b + MIN_GAIN[obj]
-        return a <= b * (1 - MIN_GAIN[obj])
+            return bool(a >= b + MIN_GAIN[obj])
+        return bool(a <= b * (1 - MIN_GAIN[obj]))
 
     def rank(idx: np.ndarray) -> np.ndarray:
-        """Best first by the objective's median, ties broken by latency then accuracy."""
-        key = -pred[obj][idx, 1] if obj == "accuracy_delta_pp" else pred[obj][idx, 1]
+        """Best first by the objective (`objective_values`), ties broken by latency then accuracy."""
+        key = -value[idx] if obj == "accuracy_delta_pp" else value[idx]
         return idx[np.lexsort((-acc[idx], lat[idx], np.round(key, 9)))]
 
     if not constraints.any:

@@ -26,7 +26,7 @@ import numpy as np
 
 from advisor.layers import weighted
 from advisor.profile import ModelProfile
-from advisor.recommend import LOWER_IS_BETTER, OBJECTIVES, TRADE_OFF_DROP_PP, Constraints, pessimistic
+from advisor.recommend import LOWER_IS_BETTER, OBJECTIVES, TRADE_OFF_DROP_PP, Constraints, objective_values, pessimistic
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _fitness(pred: dict[str, np.ndarray], constraints: Constraints) -> np.ndarra
     obj = OBJECTIVES[constraints.objective] if constraints.any else "latency_ms"
     if obj not in pred:
         obj = "latency_ms"
-    value = pred[obj][:, 1]
+    value = objective_values(pred, obj, conf)
     score = value if obj == "accuracy_delta_pp" else -np.log(np.maximum(value, 1e-12))
     return np.where(miss > 0, -1e6 - miss, score)
 

@@ -52,6 +52,18 @@ def test_keep_under_the_accuracy_objective_when_compression_only_loses_accuracy(
     assert v["decision"] == "keep" and v["choice"] == 0
 
 
+def test_a_predicted_accuracy_gain_earns_no_credit_and_a_surer_loss_ranks_first():
+    """The accuracy objective ranks by the pessimistic bound capped at 0: a median gain with a wide
+    band (the model extrapolating) neither beats keeping the model nor a plan whose loss is surer."""
+    specs = ["none", "distill:0.5+qat-int8@mid", "ptq-int8"]
+    pred = {"latency_ms": bands((9, 10, 11), (1, 1.5, 2), (4, 5, 6)),
+            "accuracy_delta_pp": bands((0, 0, 0), (-4.4, 7.3, 12.1), (-0.8, -0.4, 0))}
+    v = decide(specs, pred, Constraints(budget_ms=20))
+    assert v["decision"] == "keep"
+    v = decide(specs, pred, Constraints(budget_ms=7))  # the model misses: the surer plan, not the faster
+    assert v["decision"] == "compress" and specs[v["choice"]] == "ptq-int8"
+
+
 def test_the_first_candidate_must_be_the_uncompressed_model():
     with pytest.raises(ValueError, match="uncompressed"):
         decide(["ptq-int8", "none"], {"latency_ms": flat(1, 2)}, Constraints(budget_ms=5))
