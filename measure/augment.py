@@ -15,22 +15,19 @@ import numpy as np
 from advisor.errors import SpecError
 
 
-def flip_crop(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Random horizontal flips, then random crops of the image reflect-padded by `pad` pixels."""
-    flip = rng.random(len(x)) < 0.5
-    out = np.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
-    padded = np.pad(out, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    dy, dx = rng.integers(0, 2 * pad + 1, size=(2, len(x)))
-    h, w = x.shape[1:3]
-    return np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(len(x))])
-
-
 def crop(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Random crops only (for images whose mirror image means something else: digits, text)."""
+    """Random crops of the image reflect-padded by `pad` pixels (alone: for images whose mirror
+    image means something else, such as digits)."""
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
     dy, dx = rng.integers(0, 2 * pad + 1, size=(2, len(x)))
     h, w = x.shape[1:3]
     return np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(len(x))])
+
+
+def flip_crop(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+    """Random horizontal flips, then random crops (`crop`)."""
+    flip = rng.random(len(x)) < 0.5
+    return crop(np.where(flip[:, None, None, None], x[:, :, ::-1, :], x), rng, pad)
 
 
 #: Augmentations by name: batch (N, H, W, C) and a Generator in, a batch of the same shape out.
