@@ -159,14 +159,25 @@ def factorisable(layer: LayerProfile) -> bool:
     return layer.type == "Dense"
 
 
+def _fan_in(layer: LayerProfile) -> int:
+    """A factorisable layer's kernel rows: k x k x c_in (convolution) or d_in (dense)."""
+    return int(layer.input_shapes[0][-1]) * (layer.kernel ** 2 if layer.type == "Conv2D" else 1)
+
+
+def _bias(layer: LayerProfile) -> int:
+    """The bias weights of a plain convolution or dense layer (0: none, or not such a layer)."""
+    if not factorisable(layer):
+        return 0
+    c_out = int(layer.output_shape[-1])
+    return c_out if layer.params - _fan_in(layer) * c_out == c_out else 0
+
+
 def plan_factorisation(layer: LayerProfile, fraction: float) -> Factorisation | None:
     """The factorisation of `layer` at `fraction`, or None if it does not apply or saves nothing."""
     if not factorisable(layer):
         return None
-    c_in, c_out = int(layer.input_shapes[0][-1]), int(layer.output_shape[-1])
-    rows = c_in * (layer.kernel ** 2 if layer.type == "Conv2D" else 1)
-    bias = layer.params - rows * c_out == c_out
-    f = Factorisation(layer.name, rows, c_out, lowrank_rank(rows, c_out, fraction), bias)
+    rows, c_out = _fan_in(layer), int(layer.output_shape[-1])
+    f = Factorisation(layer.name, rows, c_out, lowrank_rank(rows, c_out, fraction), _bias(layer) > 0)
     return f if f.saves else None
 
 
@@ -222,15 +233,6 @@ def width_span(types: list[str]) -> tuple[int, int]:
 
 def _ratio(new: int, old: int) -> float:
     return new / old if old else 1.0
-
-
-def _bias(layer: LayerProfile) -> int:
-    """The bias weights of a plain convolution or dense layer (0: none, or not such a layer)."""
-    if not factorisable(layer):
-        return 0
-    c_in, c_out = int(layer.input_shapes[0][-1]), int(layer.output_shape[-1])
-    rows = c_in * (layer.kernel ** 2 if layer.type == "Conv2D" else 1)
-    return c_out if layer.params - rows * c_out == c_out else 0
 
 
 def widen(profile: ModelProfile, width: float) -> ModelProfile:

@@ -140,11 +140,12 @@ def _one_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-def epochs_of(x: np.ndarray, settings: FinetuneSettings, epochs: int):
-    """The inputs of each of `epochs` epochs: `x` itself, or fresh augmented copies of it each epoch."""
+def training_passes(x: np.ndarray, settings: FinetuneSettings, epochs: int):
+    """(inputs, epochs) pairs to fit on in turn: `x` for all `epochs` at once, or with an
+    augmentation, fresh augmented copies of `x` for one epoch each (the optimizer's step, its
+    schedule and the pruning step carry over from one fit to the next)."""
     if settings.augment is None:
-        for _ in range(epochs):
-            yield x
+        yield x, epochs
         return
     from measure.augment import augmentation, check_images
 
@@ -152,7 +153,7 @@ def epochs_of(x: np.ndarray, settings: FinetuneSettings, epochs: int):
     check_images(x, settings.augment)
     rng = np.random.default_rng(settings.seed)
     for _ in range(epochs):
-        yield transform(x, rng)
+        yield transform(x, rng), 1
 
 
 def _fit(model, data: TrainData, settings: FinetuneSettings, ctx: dict, callbacks=()):
@@ -162,12 +163,8 @@ def _fit(model, data: TrainData, settings: FinetuneSettings, ctx: dict, callback
     model.compile(optimizer=settings.optimizer(settings.learning_rate, math.ceil(n / batch) * settings.epochs),
                   loss=keras().losses.SparseCategoricalCrossentropy(from_logits=ctx["from_logits"]),
                   metrics=["accuracy"])
-    if settings.augment is None:
-        model.fit(data.x[:n], data.y[:n], batch_size=batch, epochs=settings.epochs,
-                  verbose=0, callbacks=list(callbacks), shuffle=True)
-    else:  # one fit per epoch: the optimizer's step, its schedule and the pruning step carry over
-        for x in epochs_of(data.x[:n], settings, settings.epochs):
-            model.fit(x, data.y[:n], batch_size=batch, epochs=1, verbose=0, callbacks=list(callbacks), shuffle=True)
+    for x, epochs in training_passes(data.x[:n], settings, settings.epochs):
+        model.fit(x, data.y[:n], batch_size=batch, epochs=epochs, verbose=0, callbacks=list(callbacks), shuffle=True)
     return math.ceil(n / settings.batch_size) * settings.epochs
 
 
@@ -349,11 +346,8 @@ def _apply_distill(model, steps: tuple[Technique, ...], data: TrainData, setting
     rate = settings.learning_rate if settings.student_learning_rate is None else settings.student_learning_rate
     student.compile(optimizer=settings.optimizer(rate, math.ceil(n / batch) * epochs),
                     loss=distill_loss(step.temperature, step.alpha, ctx["from_logits"]))
-    if settings.augment is None:
-        student.fit(data.x[:n], targets(data.x[:n]), batch_size=batch, epochs=epochs, verbose=0, shuffle=True)
-    else:  # the teacher labels each epoch's fresh copies
-        for x in epochs_of(data.x[:n], settings, epochs):
-            student.fit(x, targets(x), batch_size=batch, epochs=1, verbose=0, shuffle=True)
+    for x, k in training_passes(data.x[:n], settings, epochs):  # the teacher labels exactly these inputs
+        student.fit(x, targets(x), batch_size=batch, epochs=k, verbose=0, shuffle=True)
     ctx["notes"].append(f"{step.spec}: student of width {step.width:g} ({model.count_params():,} -> "
                         f"{student.count_params():,} parameters), trained from scratch for {epochs} epochs on "
                         f"{n} samples of {data.source} (temperature {step.temperature:g}, soft-target weight "
