@@ -19,7 +19,9 @@ It has six blocks, each filled from one source:
              The profile block of such a row is that built network's (`advisor.layers.transform`),
              so its latency is predicted as a network's, and the numeric steps as a ratio to it;
   device     the hardware: threads, CPUs, architecture, memory, accelerator, ISA flags;
-  context    where a row comes from (`source_published`);
+  context    where a row comes from (`source_published`), and whether its network had random
+             weights (`weights_random`: a measured zoo or sampled network nobody trained; 0 for
+             a user's trained network, what predictions are for);
   derived    products across blocks (parameter bytes at the pipeline's weight width, non-zero
              parameters), computed after the blocks are assembled.
 
@@ -133,7 +135,7 @@ def _profile_names() -> tuple[str, ...]:
     shares = tuple(f"share_{g}" for g in GROUPS if g != "other")
     return ("macs", "params", "depth", "n_ops", "input_size", "input_elements", "act_elements", "act_peak",
             "macs_per_act", "macs_per_op", "params_per_mac", "num_classes", "params_folded", "params_small",
-            "n_weighted", "channels_weighted", "params_sparse_stored", "n_sparse_stored", "params_qat_float",
+            "n_weighted", "channels_weighted", "channels_dense", "channels_dynamic", "params_sparse_stored", "n_sparse_stored", "params_qat_float",
             "tflite_ops", "tflite_tensors",
             *(f"macs_{g}_padded" for g in PADDED_GROUPS), "act_in", *(f"act_in_{g}" for g in GROUPS),
             *(f"domain_{d}" for d in DOMAINS), *per_group, *per_bucket, "macs_conv_k1", "macs_conv_strided",
@@ -174,8 +176,11 @@ TECHNIQUE_NAMES = _technique_names()
 STRUCTURE_NAMES = _structure_names()
 DEVICE_NAMES = ("threads", "logical_cpus", "physical_cores", "thread_share", "memory_gib", "accelerator",
                 "arch_x86_64", "arch_aarch64", "arch_arm32", *(f"isa_{f}" for f in ISA_FEATURES))
-CONTEXT_NAMES = ("source_published",)
-DERIVED_NAMES = ("param_bytes", "param_nonzero", "param_sparse", "sparse_tensors")
+CONTEXT_NAMES = ("source_published", "weights_random")
+DERIVED_NAMES = ("param_bytes", "param_nonzero", "param_sparse", "sparse_tensors", "channels_bias")
+#: Steps that train the network (fine-tuning, a student, a factorised network's recovery): after
+#: them a random-weight network's biases are no longer zero.
+TRAINING_STEPS = tuple(f"has_{_key(cls.name)}" for cls in TECHNIQUES if cls.needs_finetune or cls.structural)
 
 #: The feature schema: every matrix the predictor sees has these columns, in this order.
 FEATURE_NAMES: tuple[str, ...] = (PROFILE_NAMES + TECHNIQUE_NAMES + STRUCTURE_NAMES + DEVICE_NAMES + CONTEXT_NAMES
@@ -315,7 +320,8 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
                 if lo <= m < hi:
                     bucket[f"macs_{g}_{b}"] += m
 
-    folded = small = weighted = channels = sparse_stored = n_sparse = qat_float = 0.0
+    folded = small = weighted = channels = dense_channels = dynamic_channels = sparse_stored = n_sparse = 0.0
+    qat_float = 0.0
     tfl_ops = tfl_tensors = 0.0
     padded = dict.fromkeys(PADDED_GROUPS, 0.0)
     for layer in profile.layers:
@@ -337,7 +343,12 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
             # Weight tensors and their output channels: what per-tensor and per-channel
             # quantization parameters (scales, zero points) cost in the file.
             weighted += 2.0 if layer.type in SEPARABLE else 1.0
-            channels += float(layer.output_shape[-1]) if layer.output_shape else 0.0
+            cout = float(layer.output_shape[-1]) if layer.output_shape else 0.0
+            channels += cout
+            # Quantization-aware training gives a dense kernel one scale, a convolution one per
+            # channel; dynamic-range quantization scales only kernels of 1,024 weights or more.
+            dense_channels += cout if LAYER_GROUPS.get(layer.type) == "dense" else 0.0
+            dynamic_channels += cout if layer.params - cout >= DYNAMIC_RANGE_MIN_ELEMENTS else 0.0
     for u in executed_units(profile):
         g = u.group
         peak = max(peak, u.written)
@@ -367,6 +378,7 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
         "macs_per_act": ratio(total_macs, total_act), "macs_per_op": ratio(total_macs, n_ops),
         "params_per_mac": ratio(total_params, total_macs), "num_classes": float(profile.num_classes),
         "params_folded": folded, "params_small": small, "n_weighted": weighted, "channels_weighted": channels,
+        "channels_dense": dense_channels, "channels_dynamic": dynamic_channels,
         "params_sparse_stored": sparse_stored, "n_sparse_stored": n_sparse, "params_qat_float": qat_float,
         "tflite_ops": tfl_ops, "tflite_tensors": tfl_tensors,
         **{f"macs_{g}_padded": padded[g] for g in PADDED_GROUPS},
@@ -678,6 +690,10 @@ def fill_derived(X: np.ndarray) -> np.ndarray:
     non-zeros and `sparse_tensors` their tensors, for the prior to learn the index bytes and the
     per-tensor bookkeeping they cost (0 for densely stored rows). Rows without per-layer detail
     (NaN profile columns) fall back to every weight at the pipeline's width and density.
+
+    `channels_bias` counts the biases the file stores, one per output channel of a weighted layer
+    (folded batch norms included). A network with random weights that nothing trained has zero
+    biases, which the converter shares or drops (a 10% smaller file for a tiny network).
     """
     params = X[:, INDEX["params"]]
     folded = np.nan_to_num(X[:, INDEX["params_folded"]])
@@ -703,6 +719,9 @@ def fill_derived(X: np.ndarray) -> np.ndarray:
     X[:, INDEX["param_sparse"]] = np.where(sparse, kernels * kept, 0.0)
     tensors = np.where(detail, np.nan_to_num(X[:, INDEX["n_sparse_stored"]]), 0.0)
     X[:, INDEX["sparse_tensors"]] = np.where(sparse, tensors, 0.0)
+    trained = ~(np.nan_to_num(X[:, INDEX["weights_random"]]) > 0)
+    trained |= np.nan_to_num(X[:, [INDEX[c] for c in TRAINING_STEPS]]).any(axis=1)
+    X[:, INDEX["channels_bias"]] = np.where(trained, X[:, INDEX["channels_weighted"]], 0.0)
     return X
 
 
@@ -764,6 +783,44 @@ def technique_only(X: np.ndarray) -> np.ndarray:
     out = np.zeros_like(X)
     for block in (TECHNIQUE_BLOCK, STRUCTURE_BLOCK, CONTEXT_BLOCK):
         out[:, block] = X[:, block]
+    return out
+
+
+#: Columns that tell how a row's file stores its weights, not how fast it runs: the timing
+#: boosters read them as 0 (a split on `weights_random` would send every trained network a user
+#: brings down the branch of the few small networks the accuracy campaigns trained).
+STORAGE_ONLY_NAMES = ("weights_random", "channels_bias")
+_STORAGE_ONLY = np.array([INDEX[n] for n in STORAGE_ONLY_NAMES])
+
+
+def timing_only(X: np.ndarray) -> np.ndarray:
+    """X with `STORAGE_ONLY_NAMES` set to 0: what the latency and power boosters read."""
+    out = np.array(X, dtype=np.float64, copy=True)
+    out[:, _STORAGE_ONLY] = 0.0
+    return out
+
+
+#: The profile columns a file's bytes follow from: parameters by layer group, what the converter
+#: folds or leaves in float, weight tensors and their channels (quantization parameters), tensors
+#: and operators (their bookkeeping). Held out by family (2026-12-05, 2,259 measured sizes), the
+#: size boosters put 88.5% of sizes within 5% reading these, the technique, structure, context and
+#: derived blocks; 85.7% reading every column (MAC and device columns let the trees tell the
+#: training families apart, which helps no new one).
+SIZE_PROFILE_NAMES = ("params", "params_folded", "params_small", "n_weighted", "channels_weighted",
+                      "channels_dense", "channels_dynamic", "params_sparse_stored", "n_sparse_stored",
+                      "params_qat_float", "tflite_ops", "tflite_tensors", "log_params", "num_classes",
+                      *(f"params_{g}" for g in GROUPS))
+_SIZE_PROFILE = np.array([INDEX[n] for n in SIZE_PROFILE_NAMES])
+
+
+def size_only(X: np.ndarray) -> np.ndarray:
+    """X with every column but `SIZE_PROFILE_NAMES` and the technique, structure, context and
+    derived blocks set to 0: what the size boosters read."""
+    X = np.asarray(X, dtype=np.float64)
+    out = np.zeros_like(X)
+    for block in (TECHNIQUE_BLOCK, STRUCTURE_BLOCK, CONTEXT_BLOCK, DERIVED_BLOCK):
+        out[:, block] = X[:, block]
+    out[:, _SIZE_PROFILE] = X[:, _SIZE_PROFILE]
     return out
 
 
@@ -861,5 +918,6 @@ def rows_matrix(rows: Any, profiles: Mapping[str, ModelProfile],
         threads = plain_value(r.get("threads")) or 1
         dkey = ("d", plain_value(r.get("fingerprint_id")), tuple(sorted((k, str(v)) for k, v in fp.items())), threads)
         X[i, DEVICE_BLOCK] = cached(dkey, lambda f=fp, t=threads: device_vector(f, int(t)))
-        X[i, CONTEXT_BLOCK] = float(plain_value(r.get("source")) == "published")
+        X[i, INDEX["source_published"]] = float(plain_value(r.get("source")) == "published")
+        X[i, INDEX["weights_random"]] = float(plain_value(r.get("weights")) == "random")
     return fill_derived(X)

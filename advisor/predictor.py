@@ -56,9 +56,13 @@ walk at answer time for the same held-out quality) trained on its own rows:
                   bytes and a per-tensor cost; QAT leaves embeddings, recurrent and attention
                   weights in float32) plus per-parameter, per-TFLite-tensor (`tflite_tensors`: a
                   LayerNormalization converts to 12 operators, a MultiHeadAttention to 16),
-                  per-weight-tensor, per-channel and fixed overhead, one coefficient set per
-                  numeric mode (size is nearly deterministic; the trees learn what the prior
-                  misses, e.g. int32 biases).
+                  per-weight-tensor, per-channel (all of them, a dense layer's, those of kernels
+                  dynamic-range quantization scales) and per-stored-bias (`channels_bias`: a
+                  random-weight network nobody trained has zero biases, which the file shares
+                  or drops) and fixed overhead, one coefficient set per numeric mode, QAT's its
+                  own (its tensor names are three times as long). Size is nearly deterministic;
+                  the trees learn what the prior misses from the columns bytes follow from
+                  (`features.size_only`), not from MACs or the device.
   size_gzip       the same for the gzip-compressed file, where pruning and clustering show.
   accuracy_delta  percentage points, on compressed rows with a measured or published change,
                   from the technique and structure blocks and `source_published` alone
@@ -192,9 +196,10 @@ PRIORS: dict[str, PriorSpec] = {
     # One set per quantization mode: each adds its own per-tensor and per-channel bookkeeping
     # (fp16 keeps a dequantize op per weight, full-integer stores a scale and zero point per channel).
     "size": PriorSpec("size", columns=("param_bytes", "param_sparse", "sparse_tensors", "params",
-                                       "tflite_tensors", "n_weighted", "channels_weighted"),
+                                       "tflite_tensors", "n_weighted", "channels_weighted", "channels_dense",
+                                       "channels_dynamic", "channels_bias"),
                       anchored=("param_bytes",), proportional_to="param_bytes",
-                      key_columns=("quant_dynamic", "quant_float16", "quant_full_int")),
+                      key_columns=("quant_dynamic", "quant_float16", "quant_full_int", "quant_aware")),
 }
 
 
@@ -591,7 +596,8 @@ def _every_column(X: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Component:
-    """One booster: which rows it learns from and what (`select` -> (X, y) in its own space)."""
+    """One booster: which rows it learns from and what (`select` -> (X, y) in its own space), and
+    which columns it reads (`inputs`, applied to X in training and prediction alike)."""
 
     name: str
     doc: str
@@ -645,18 +651,19 @@ def _select_size(column: str) -> Callable[[TrainingData, Mapping[str, Prior]], t
 
 def _select_accuracy(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
     rows = ~F.is_original(d.X) & np.isfinite(d.accuracy)
-    return COMPONENTS["accuracy_delta"].inputs(d.X[rows]), d.accuracy[rows]
+    return d.X[rows], d.accuracy[rows]
 
 
 COMPONENTS: dict[str, Component] = {c.name: c for c in (
-    Component("latency_base", "log(baseline latency / kernel-sum prior)", _select_latency_base),
+    Component("latency_base", "log(baseline latency / kernel-sum prior)", _select_latency_base,
+              inputs=F.timing_only),
     Component("latency_ratio", "log(latency / baseline latency / ratio prior), same interleaved rounds",
-              _select_latency_ratio),
+              _select_latency_ratio, inputs=F.timing_only),
     Component("latency_direct", "log(latency / kernel-sum prior of its baseline), one booster for all rows "
-              "(latency_mode='direct')", _select_latency_direct),
-    Component("power", "log(energy / latency): average power in W", _select_power),
-    Component("size", "log(size / size prior)", _select_size("size")),
-    Component("size_gzip", "log(gzip size / size prior)", _select_size("size_gzip")),
+              "(latency_mode='direct')", _select_latency_direct, inputs=F.timing_only),
+    Component("power", "log(energy / latency): average power in W", _select_power, inputs=F.timing_only),
+    Component("size", "log(size / size prior)", _select_size("size"), inputs=F.size_only),
+    Component("size_gzip", "log(gzip size / size prior)", _select_size("size_gzip"), inputs=F.size_only),
     # From the technique features alone: on unseen families every profile feature tried made the
     # accuracy change worse (308 rows, 2026-12-03, family folds: within 1 pp 48% with every feature,
     # 57% with these, band coverage 55% -> 78%; bench/results/accuracy_features.md), and
@@ -906,6 +913,7 @@ class Predictor:
         energy_machines = np.zeros((0, _MACHINE_COLUMNS.size))
         for name in self._components():
             X, y = COMPONENTS[name].select(data, priors)
+            X = COMPONENTS[name].inputs(X)
             keep = np.isfinite(y)
             X, y = X[keep], y[keep]
             n_rows[name] = int(len(y))

@@ -159,6 +159,32 @@ def test_stored_bytes_follow_what_each_layer_type_keeps():
     assert X[2, F.INDEX["param_bytes"]] == total  # post-training int8 quantizes every weight
 
 
+def test_quantization_channels_and_biases_follow_what_the_converter_stores():
+    """Dynamic-range quantization scales only kernels of 1,024 weights or more; a random-weight
+    network that nothing trained has zero biases (shared or dropped in the file), a fine-tuned
+    one has real ones; the size boosters read no device or MAC column."""
+    feats = F.profile_features(tiny())
+    assert feats["channels_weighted"] == 8 + 8 + 16 + 16 + 10
+    assert feats["channels_dense"] == 10
+    assert feats["channels_dynamic"] == 0  # every kernel of tiny() is under 1,024 weights
+    big = ModelProfile("big", "bigs", (64,), "float32", 100, "image", (
+        LayerProfile("fc1", "Dense", 64 * 32, 64 * 32 + 32, ((64,),), (32,)),
+        LayerProfile("fc2", "Dense", 32 * 100, 32 * 100 + 100, ((32,),), (100,)),
+    ))
+    assert F.profile_features(big)["channels_dynamic"] == 32 + 100
+    dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
+    X = F.feature_matrix(tiny(), ["none", "ptq-int8", "prune:0.5", "distill:0.5"], dev)
+    bias = X[:, F.INDEX["channels_bias"]]
+    assert (bias[:2] == feats["channels_weighted"]).all()  # a prediction is for a trained network
+    X[:, F.INDEX["weights_random"]] = 1.0
+    bias = F.fill_derived(X)[:, F.INDEX["channels_bias"]]
+    assert bias[0] == 0 and bias[1] == 0 and bias[2] > 0 and bias[3] > 0  # trained by the plan itself
+    seen = F.size_only(X)
+    assert (seen[:, F.INDEX["threads"]] == 0).all() and (seen[:, F.INDEX["macs"]] == 0).all()
+    assert (seen[:, F.INDEX["params"]] == X[:, F.INDEX["params"]]).all()
+    assert (seen[:, F.INDEX["param_bytes"]] == X[:, F.INDEX["param_bytes"]]).all()
+
+
 def test_rows_without_a_stored_profile_keep_their_totals():
     rows = pd.DataFrame([{"profile_digest": "0123456789abcdef", "macs": 1000, "params": 50, "input_size": 96,
                           "domain": "image", "technique": "ptq-int8", "threads": 2, "logical_cpus": 4,
@@ -167,6 +193,7 @@ def test_rows_without_a_stored_profile_keep_their_totals():
     assert X[0, F.INDEX["macs"]] == 1000 and X[0, F.INDEX["params"]] == 50
     assert math.isnan(X[0, F.INDEX["macs_conv"]])
     assert X[0, F.INDEX["source_published"]] == 1.0 and X[0, F.INDEX["threads"]] == 2
+    assert X[0, F.INDEX["weights_random"]] == 0.0
     assert X[0, F.INDEX["param_bytes"]] == 50
 
 

@@ -357,6 +357,24 @@ def test_a_step_no_accuracy_row_had_gets_an_unknown_accuracy_change(fitted):
                                   np.isnan(acc))
 
 
+def test_latency_never_reads_whether_the_weights_were_random():
+    """Random-weight rows store zero biases (size); they run as fast. Even where the training rows
+    make the weights look like a cause of latency, the timing boosters cannot see them."""
+    rows, profiles = synthetic_rows()
+    nets = sorted(rows["profile_digest"].unique())
+    random = rows["profile_digest"].isin(nets[::2]).to_numpy()
+    rows["weights"] = np.where(random, "random", "trained")
+    rows.loc[random, "latency_ms_median"] *= 3.0  # a spurious link the trees would happily learn
+    p = Predictor(**FAST).fit(rows, profiles)
+    X = prepare(rows, profiles).X[:8].copy()
+    X[:, F.INDEX["weights_random"]] = 0.0
+    trained = p.predict(F.fill_derived(X.copy()))
+    X[:, F.INDEX["weights_random"]] = 1.0
+    as_random = p.predict(F.fill_derived(X))
+    np.testing.assert_array_equal(trained["latency"], as_random["latency"])
+    assert not np.array_equal(trained["size"], as_random["size"])  # size does read it
+
+
 def test_energy_only_for_machines_with_a_power_meter(fitted):
     p, rows, profiles = fitted
     out = p.predict(rows, profiles)
