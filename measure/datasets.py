@@ -612,15 +612,23 @@ def fit_to_model(ds: Dataset, input_shape: tuple[int, ...], input_dtype: str, *,
 # ---------------------------------------------------------------------------------- other helpers
 
 
+#: Noise data for a latency/size-only run is held in memory twice (train and test): a probe with a
+#: 112x112x768 input is 38 MB a sample, and 256 of each took a 24 GiB machine down.
+RANDOM_DATA_MAX_BYTES = 512 * 2**20
+
+
 def random_dataset(input_shape: tuple[int, ...], input_dtype: str, num_classes: int, n: int = 64, seed: int = 0,
-                   *, vocab_size: int = TEXT_VOCAB_SIZE) -> Dataset:
+                   *, vocab_size: int = TEXT_VOCAB_SIZE, max_bytes: int = RANDOM_DATA_MAX_BYTES) -> Dataset:
     """A dataset of noise shaped like the model input (name "random"), for latency/size-only runs.
 
     Float inputs get uniform [0, 1) values, integer inputs token ids in [1, vocab_size); labels are
-    uniform over `num_classes`. Train and test each hold `n` samples. Accuracy on it means nothing.
+    uniform over `num_classes`. Train and test each hold `n` samples, fewer (at least 2) where
+    both together would pass `max_bytes`. Accuracy on it means nothing.
     """
     rng = np.random.default_rng(seed)
     shape, dtype = tuple(int(d) for d in input_shape), np.dtype(input_dtype)
+    per_sample = max(int(np.prod(shape, dtype=np.int64)) * max(dtype.itemsize, 4), 1)  # float32 drawn first
+    n = max(2, min(n, max_bytes // (2 * per_sample)))
     integer = dtype.kind in "iu"
     domain = "text" if integer and len(shape) == 1 else "tabular" if len(shape) == 1 else "image"
 

@@ -311,6 +311,15 @@ def test_random_dataset_fits_its_model():
     assert np.array_equal(fit_to_model(tok, (20,), "int32").x_test, tok.x_test)
 
 
+def test_random_dataset_of_a_huge_input_stays_within_its_memory_budget():
+    """A probe with a 112x112x768 input is 38 MB a sample: 256 of them (twice) once exhausted the
+    machine. Fewer samples, never fewer than 2, keep noise data under the budget."""
+    big = random_dataset((64, 64, 64), "float32", num_classes=10, n=256, max_bytes=8 * 2**20)
+    assert len(big.x_train) == len(big.x_test) == 4  # 1 MiB a sample, train and test: 8 MiB
+    assert random_dataset((64, 64, 64), "float32", 10, n=256, max_bytes=1).x_train.shape[0] == 2
+    assert random_dataset((16, 16, 3), "float32", 4, n=8).x_train.shape[0] == 8  # small inputs: as asked
+
+
 def test_representative_samples(mnist):
     a = representative_samples(mnist, n=100, seed=0)
     assert a.shape == (100, 28, 28, 1)
