@@ -154,7 +154,8 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
         {"split", "targets": {"latency"|"size"|"energy": {"within_5pct", "within_10pct", "within_25pct",
         "mape", "spearman", "interval_coverage_80", "n"}, "accuracy_drop": {"mae_pp", "within_1pp", "n"}},
         "baselines": {"flops_proxy": {"latency": {"within_10pct", "mape"}}}, "by_plan": {"whole-model" |
-        "structural" | "layer-wise": {"latency", "size", "accuracy_drop"}}}, plus "notes" (a
+        "structural" | "layer-wise": {"latency", "size", "accuracy_drop"}}, "by_family": {family:
+        {"latency", "size"}}}, plus "notes" (a
         list of strings) when something could not be evaluated. Scores are None where n is 0.
 
     Raises:
@@ -186,18 +187,20 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
         kinds = plan_kinds(test.X)
         for target, (mask, y) in _natural_truth(test).items():
             if target in pred and mask.any():
-                pooled[target].append((y[mask], pred[target][mask], kinds[mask]))
+                pooled[target].append((y[mask], pred[target][mask], kinds[mask], test.family[mask]))
         lat = test.measured & np.isfinite(test.latency) & (test.latency > 0)
         proxy.append((test.latency[lat], flops_proxy(train, test)[lat]))
 
-    def joined(target: str, kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def joined(target: str, kind: str | None = None, family: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         parts = pooled[target]
         if not parts:
             return np.zeros(0), np.zeros((0, 3))
         y, q = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        if kind is None:
-            return y, q
-        keep = np.concatenate([p[2] for p in parts]) == kind
+        keep = np.ones(len(y), dtype=bool)
+        if kind is not None:
+            keep &= np.concatenate([p[2] for p in parts]) == kind
+        if family is not None:
+            keep &= np.concatenate([p[3] for p in parts]) == family
         return y[keep], q[keep]
 
     targets: dict[str, Any] = {t: _ratio_metrics(*joined(t)) for t in RATIO_TARGETS}
@@ -205,13 +208,16 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
     by_plan = {kind: {"latency": _ratio_metrics(*joined("latency", kind)),
                       "size": _ratio_metrics(*joined("size", kind)),
                       "accuracy_drop": _accuracy_metrics(*joined("accuracy_delta", kind))} for kind in PLAN_KINDS}
+    families = sorted({str(f) for t in ("latency", "size") for p in pooled[t] for f in p[3]})
+    by_family = {f: {"latency": _ratio_metrics(*joined("latency", family=f)),
+                     "size": _ratio_metrics(*joined("size", family=f))} for f in families}
     y = np.concatenate([p[0] for p in proxy]) if proxy else np.zeros(0)
     guess = np.concatenate([p[1] for p in proxy]) if proxy else np.zeros(0)
     base = _ratio_metrics(y, np.column_stack([guess, guess, guess]) if len(y) else np.zeros((0, 3)))
     result: dict[str, Any] = {
         "split": split, "targets": targets,
         "baselines": {"flops_proxy": {"latency": {"within_10pct": base["within_10pct"], "mape": base["mape"]}}},
-        "by_plan": by_plan,
+        "by_plan": by_plan, "by_family": by_family,
     }
     for name, metrics in targets.items():
         if metrics["n"] == 0 and n_folds:
@@ -258,6 +264,11 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
             lines.append(f"  {kind + ' plans:':<20} latency n {lat['n']}, ±10% {pct(lat['within_10pct']).strip()}, "
                          f"±25% {pct(lat['within_25pct']).strip()}, p10-p90 {pct(lat['interval_coverage_80']).strip()}"
                          f"; size ±5% {pct(size['within_5pct']).strip()}; accuracy n {acc['n']}, MAE {mae}")
+    ranked = sorted(((f, m["latency"]) for f, m in (result.get("by_family") or {}).items() if m["latency"]["n"]),
+                    key=lambda fm: fm[1]["within_10pct"])
+    if ranked:
+        lines.append("  latency by family, worst first (±10%, n): " + ", ".join(
+            f"{f} {pct(m['within_10pct']).strip()} ({m['n']})" for f, m in ranked))
     for note in result.get("notes", []):
         lines.append(f"  note: {note}")
     return lines

@@ -14,7 +14,7 @@ RATIO_KEYS = {"within_5pct", "within_10pct", "within_25pct", "mape", "spearman",
 
 
 def _check_shape(result: dict, split: str) -> None:
-    assert set(result) - {"notes"} == {"split", "targets", "baselines", "by_plan"}
+    assert set(result) - {"notes"} == {"split", "targets", "baselines", "by_plan", "by_family"}
     assert set(result["by_plan"]) == {"whole-model", "structural", "layer-wise"}
     assert result["split"] == split
     assert set(result["targets"]) == {"latency", "size", "energy", "accuracy_drop"}
@@ -39,6 +39,10 @@ def test_family_split_holds_out_families_and_beats_the_flops_proxy():
     acc = result["targets"]["accuracy_drop"]
     assert acc["n"] == int((rows["accuracy_delta_pp"].notna()).sum()) and acc["mae_pp"] < 1.5
     assert any("latency" in line for line in summary_lines(result))
+    # per family: every held-out family scored on its own rows, the counts adding up
+    assert set(result["by_family"]) == set(rows["family"])
+    assert sum(m["latency"]["n"] for m in result["by_family"].values()) == lat["n"]
+    assert any(line.strip().startswith("latency by family") for line in summary_lines(result))
 
 
 def test_random_split_and_energy():
