@@ -135,8 +135,8 @@ def _profile_names() -> tuple[str, ...]:
     shares = tuple(f"share_{g}" for g in GROUPS if g != "other")
     return ("macs", "params", "depth", "n_ops", "input_size", "input_elements", "act_elements", "act_peak",
             "macs_per_act", "macs_per_op", "params_per_mac", "num_classes", "params_folded", "params_small",
-            "n_weighted", "channels_weighted", "channels_dense", "channels_dynamic", "params_sparse_stored", "n_sparse_stored", "params_qat_float",
-            "tflite_ops", "tflite_tensors",
+            "n_weighted", "channels_weighted", "channels_dense", "channels_dynamic", "params_sparse_stored",
+            "n_sparse_stored", "params_qat_float", "tflite_ops", "tflite_tensors",
             *(f"macs_{g}_padded" for g in PADDED_GROUPS), "act_in", *(f"act_in_{g}" for g in GROUPS),
             *(f"domain_{d}" for d in DOMAINS), *per_group, *per_bucket, "macs_conv_k1", "macs_conv_strided",
             *shares, "share_conv_k1", "share_act_other",
@@ -320,8 +320,8 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
                 if lo <= m < hi:
                     bucket[f"macs_{g}_{b}"] += m
 
-    folded = small = weighted = channels = dense_channels = dynamic_channels = sparse_stored = n_sparse = 0.0
-    qat_float = 0.0
+    folded = small = weighted = channels = dense_channels = dynamic_channels = 0.0
+    sparse_stored = n_sparse = qat_float = 0.0
     tfl_ops = tfl_tensors = 0.0
     padded = dict.fromkeys(PADDED_GROUPS, 0.0)
     for layer in profile.layers:
@@ -779,10 +779,15 @@ def technique_only(X: np.ndarray) -> np.ndarray:
     """X with every column outside the technique, structure and context blocks set to 0: what a
     booster that must not tell networks or devices apart reads (the accuracy change; see
     `advisor.predictor`). The context (`source_published`) stays: published rows are told apart."""
+    return _keeping(X, TECHNIQUE_BLOCK, STRUCTURE_BLOCK, CONTEXT_BLOCK)
+
+
+def _keeping(X: np.ndarray, *columns: slice | np.ndarray) -> np.ndarray:
+    """A copy of X with every column outside `columns` (blocks or index arrays) set to 0."""
     X = np.asarray(X, dtype=np.float64)
     out = np.zeros_like(X)
-    for block in (TECHNIQUE_BLOCK, STRUCTURE_BLOCK, CONTEXT_BLOCK):
-        out[:, block] = X[:, block]
+    for c in columns:
+        out[:, c] = X[:, c]
     return out
 
 
@@ -816,12 +821,7 @@ _SIZE_PROFILE = np.array([INDEX[n] for n in SIZE_PROFILE_NAMES])
 def size_only(X: np.ndarray) -> np.ndarray:
     """X with every column but `SIZE_PROFILE_NAMES` and the technique, structure, context and
     derived blocks set to 0: what the size boosters read."""
-    X = np.asarray(X, dtype=np.float64)
-    out = np.zeros_like(X)
-    for block in (TECHNIQUE_BLOCK, STRUCTURE_BLOCK, CONTEXT_BLOCK, DERIVED_BLOCK):
-        out[:, block] = X[:, block]
-    out[:, _SIZE_PROFILE] = X[:, _SIZE_PROFILE]
-    return out
+    return _keeping(X, TECHNIQUE_BLOCK, STRUCTURE_BLOCK, CONTEXT_BLOCK, DERIVED_BLOCK, _SIZE_PROFILE)
 
 
 def profile_keys(X: np.ndarray) -> np.ndarray:

@@ -627,9 +627,10 @@ def random_dataset(input_shape: tuple[int, ...], input_dtype: str, num_classes: 
     """
     rng = np.random.default_rng(seed)
     shape, dtype = tuple(int(d) for d in input_shape), np.dtype(input_dtype)
-    per_sample = max(int(np.prod(shape, dtype=np.int64)) * max(dtype.itemsize, 4), 1)  # float32 drawn first
-    n = max(2, min(n, max_bytes // (2 * per_sample)))
     integer = dtype.kind in "iu"
+    drawn = 8 if integer else 4  # values are drawn as int64 or float32, then cast
+    per_sample = max(int(np.prod(shape, dtype=np.int64)) * max(dtype.itemsize, drawn), 1)
+    n = max(2, min(n, max_bytes // (2 * per_sample)))
     domain = "text" if integer and len(shape) == 1 else "tabular" if len(shape) == 1 else "image"
 
     def x() -> np.ndarray:
