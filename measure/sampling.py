@@ -74,6 +74,7 @@ class ArchSpec:
     embed_dim: int | None = None  # text blocks only
     vocab_size: int | None = None  # text blocks only
     width_cap: int = 256  # growth stops here
+    op: str | None = None  # the probed operation, for probes that draw one (`ELTWISE_OPS`, `SEQUENCE_OPS`)
 
     def __post_init__(self) -> None:
         kind = _kind(self.block)
@@ -121,6 +122,8 @@ class ArchSpec:
             parts.append(f"expansion {self.expansion}")
         if self.heads is not None:
             parts.append(f"{self.heads} heads")
+        if self.op is not None:
+            parts.append(f"op {self.op}")
         parts.append(f"{self.num_classes} classes")
         return ", ".join(parts)
 
@@ -258,6 +261,68 @@ def _sample_dense_probe(rng: random.Random, limits: SampleLimits) -> dict[str, A
             "width_growth": 1.0, "num_classes": 10, "width_cap": 4096}
 
 
+#: Text probes: a sequence layer at most this many MACs, so that a probe converts and times in seconds.
+_SEQ_PROBE_MAC_BUDGET = 60_000_000
+_SEQ_PROBE_WIDTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+#: What an element-wise image probe runs on its input (TFLite: ADD, MUL, CONCATENATION,
+#: MAX_POOL_2D, AVERAGE_POOL_2D, LOGISTIC, HARD_SWISH, MUL+ADD for an unfolded batch norm, PAD, MEAN).
+ELTWISE_OPS = ("add", "multiply", "concat", "max_pool", "avg_pool", "sigmoid", "hard_swish", "batch_norm",
+               "zero_pad", "squeeze_excite")
+#: What a sequence probe runs on its embedded tokens: a position-wise dense layer (a transformer's
+#: feed-forward half), a layer normalisation, or a residual add followed by one.
+SEQUENCE_OPS = ("dense", "layer_norm", "add_layer_norm")
+
+
+def _sample_recurrent_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    length = _pick(rng, SEQ_LENS, _SEQ_LEN_WEIGHTS, limits.max_seq_len)
+    widths = [w for w in _SEQ_PROBE_WIDTHS if w <= limits.max_width * 2] or [8]
+    embed, units = rng.choice(widths), rng.choice(widths)
+    while units > 8 and length * 4 * (embed + units) * units > _SEQ_PROBE_MAC_BUDGET:
+        units //= 2
+    return {"input_size": length, "depth": 1, "embed_dim": embed, "base_width": units, "width_growth": 1.0,
+            "vocab_size": TEXT_VOCAB_SIZE, "num_classes": 10, "width_cap": 512,
+            "op": rng.choice(("last", "sequence"))}
+
+
+def _sample_attention_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    length = _pick(rng, SEQ_LENS, _SEQ_LEN_WEIGHTS, limits.max_seq_len)
+    d_model = rng.choice([w for w in _SEQ_PROBE_WIDTHS if 16 <= w <= limits.max_width * 2] or [16])
+    heads = rng.choice([h for h in (1, 2, 4, 8, 12) if d_model // h >= 8 and d_model % h == 0])
+    # Projections (4 d^2 per token) and scores (2 d per token pair).
+    while d_model > 16 and length * (4 * d_model * d_model + 2 * length * d_model) > _SEQ_PROBE_MAC_BUDGET:
+        d_model //= 2
+        heads = max(1, min(heads, d_model // 8))
+    return {"input_size": length, "depth": 1, "embed_dim": d_model, "base_width": d_model, "width_growth": 1.0,
+            "heads": heads, "vocab_size": TEXT_VOCAB_SIZE, "num_classes": 10, "width_cap": 512}
+
+
+def _sample_sequence_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    length = _pick(rng, SEQ_LENS, _SEQ_LEN_WEIGHTS, limits.max_seq_len)
+    widths = [w for w in _SEQ_PROBE_WIDTHS if w <= limits.max_width * 2] or [8]
+    op = rng.choice(SEQUENCE_OPS)
+    embed = rng.choice(widths)
+    units = rng.choice([w for w in (*widths, 1024, 2048) if w <= limits.max_width * 8]) if op == "dense" else embed
+    while units > 8 and length * embed * units > _SEQ_PROBE_MAC_BUDGET:
+        units //= 2
+    return {"input_size": length, "depth": 1, "embed_dim": embed, "base_width": units, "width_growth": 1.0,
+            "vocab_size": TEXT_VOCAB_SIZE, "num_classes": 10, "width_cap": 2048, "op": op}
+
+
+def _sample_eltwise_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    size = _pick(rng, _PROBE_SIZES, _PROBE_SIZE_WEIGHTS, limits.max_input_size)
+    widths = [c for c in _PROBE_CHANNELS if c <= limits.max_width * 4] or [8]
+    # Tensors of 16 k to 2 M elements: smaller ones time as the invoke's fixed cost and nothing else.
+    channels = rng.choice([c for c in widths if 16_384 <= size * size * c <= 2_000_000] or [widths[-1]])
+    while channels > 8 and size * size * channels > 2_000_000:
+        channels //= 2
+    op = rng.choice(ELTWISE_OPS)
+    pooled = op in ("max_pool", "avg_pool")
+    return {"input_size": size, "input_channels": channels, "depth": 1, "base_width": channels,
+            "width_growth": 1.0, "stem_stride": 1, "strides": (rng.choice((1, 2)) if pooled and size >= 8 else 1,),
+            "kernel_sizes": (rng.choice((2, 3)) if pooled else 1,), "num_classes": 10,
+            "width_cap": max(channels, MIN_WIDTH), "op": op}
+
+
 # ---------------------------------------------------------------------------------------------
 # Building
 
@@ -360,6 +425,84 @@ def _build_dense_probe(keras: Any, spec: ArchSpec) -> Any:
     return keras.Model(inputs, out, name=f"sampled_{spec.block}_{spec.seed}")
 
 
+def _hard_sigmoid(layers: Any, x: Any) -> Any:
+    return layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+
+
+def _build_eltwise_probe(keras: Any, spec: ArchSpec) -> Any:
+    layers = keras.layers
+    inputs = _image_input(keras, spec)
+    kernel, stride, op = spec.kernel_sizes[0], spec.strides[0], spec.op
+    if op == "add":
+        x = layers.Add(name="probe")([inputs, inputs])
+    elif op == "multiply":
+        x = layers.Multiply(name="probe")([inputs, inputs])
+    elif op == "concat":
+        x = layers.Concatenate(name="probe")([inputs, inputs])
+    elif op == "max_pool":
+        x = layers.MaxPooling2D(kernel, strides=stride, padding="same", name="probe")(inputs)
+    elif op == "avg_pool":
+        x = layers.AveragePooling2D(kernel, strides=stride, padding="same", name="probe")(inputs)
+    elif op == "sigmoid":
+        x = layers.Activation("sigmoid", name="probe")(inputs)
+    elif op == "hard_swish":  # as keras.applications' MobileNetV3 writes it (TFLite fuses it to HARD_SWISH)
+        x = layers.Multiply(name="probe")([inputs, _hard_sigmoid(layers, inputs)])
+    elif op == "batch_norm":  # a batch norm with no convolution before it to fold into
+        x = layers.BatchNormalization(name="probe")(inputs)
+    elif op == "zero_pad":
+        x = layers.ZeroPadding2D(1, name="probe")(inputs)
+    elif op == "squeeze_excite":  # MobileNetV3's channel attention: pool, two 1x1 layers, multiply
+        s = layers.GlobalAveragePooling2D(keepdims=True, name="probe_squeeze")(inputs)
+        s = layers.Conv2D(max(8, spec.input_channels // 4), 1, activation="relu", name="probe_reduce")(s)
+        s = layers.Conv2D(spec.input_channels, 1, name="probe_expand")(s)
+        x = layers.Multiply(name="probe")([inputs, _hard_sigmoid(layers, s)])
+    else:
+        raise OptionError(f"unknown element-wise probe op {op!r} (valid: {', '.join(ELTWISE_OPS)})")
+    return _classifier_2d(keras, x, spec, inputs)
+
+
+def _token_input(keras: Any, spec: ArchSpec, batch_size: int | None = None) -> tuple[Any, Any]:
+    tokens = keras.Input(shape=(spec.input_size,), batch_size=batch_size, dtype="int32", name="tokens")
+    return tokens, keras.layers.Embedding(spec.vocab_size, spec.embed_dim, name="embedding")(tokens)
+
+
+def _classifier_1d(keras: Any, x: Any, spec: ArchSpec, inputs: Any) -> Any:
+    if len(x.shape) == 3:
+        x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    out = keras.layers.Dense(spec.num_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, out, name=f"sampled_{spec.block}_{spec.seed}")
+
+
+def _build_recurrent_probe(cell: str) -> Callable[[Any, ArchSpec], Any]:
+    def build(keras: Any, spec: ArchSpec) -> Any:
+        tokens, x = _token_input(keras, spec, batch_size=1)  # the converter wants a fixed batch here
+        x = getattr(keras.layers, cell)(spec.base_width, return_sequences=spec.op == "sequence", name="probe")(x)
+        return _classifier_1d(keras, x, spec, tokens)
+
+    return build
+
+
+def _build_attention_probe(keras: Any, spec: ArchSpec) -> Any:
+    tokens, x = _token_input(keras, spec)
+    heads = spec.heads or 1
+    x = keras.layers.MultiHeadAttention(num_heads=heads, key_dim=spec.base_width // heads, name="probe")(x, x)
+    return _classifier_1d(keras, x, spec, tokens)
+
+
+def _build_sequence_probe(keras: Any, spec: ArchSpec) -> Any:
+    layers = keras.layers
+    tokens, x = _token_input(keras, spec)
+    if spec.op == "dense":
+        x = layers.Dense(spec.base_width, activation="relu", name="probe")(x)
+    elif spec.op == "layer_norm":
+        x = layers.LayerNormalization(epsilon=1e-6, name="probe")(x)
+    elif spec.op == "add_layer_norm":
+        x = layers.LayerNormalization(epsilon=1e-6, name="probe")(layers.Add(name="probe_add")([x, x]))
+    else:
+        raise OptionError(f"unknown sequence probe op {spec.op!r} (valid: {', '.join(SEQUENCE_OPS)})")
+    return _classifier_1d(keras, x, spec, tokens)
+
+
 def _build_dense(keras: Any, spec: ArchSpec) -> Any:
     layers = keras.layers
     inputs = _image_input(keras, spec)
@@ -437,6 +580,11 @@ BLOCKS: dict[str, BlockKind] = {
         BlockKind("conv_kernel", "image", _sample_conv_probe(False), _build_conv_probe, True),
         BlockKind("depthwise_kernel", "image", _sample_conv_probe(True), _build_depthwise_probe, True),
         BlockKind("dense_kernel", "image", _sample_dense_probe, _build_dense_probe),
+        BlockKind("eltwise_kernel", "image", _sample_eltwise_probe, _build_eltwise_probe, True),
+        BlockKind("lstm_kernel", "text", _sample_recurrent_probe, _build_recurrent_probe("LSTM")),
+        BlockKind("gru_kernel", "text", _sample_recurrent_probe, _build_recurrent_probe("GRU")),
+        BlockKind("attention_kernel", "text", _sample_attention_probe, _build_attention_probe),
+        BlockKind("sequence_kernel", "text", _sample_sequence_probe, _build_sequence_probe),
     )
 }
 

@@ -179,24 +179,36 @@ def test_resolve_sampled_gives_a_resolved_model(keras):
 
 
 def test_kernel_probes_are_one_layer_and_not_part_of_all():
-    assert set(KERNEL_BLOCKS) == {"conv_kernel", "depthwise_kernel", "dense_kernel"}
+    assert set(KERNEL_BLOCKS) == {"conv_kernel", "depthwise_kernel", "dense_kernel", "eltwise_kernel",
+                                  "lstm_kernel", "gru_kernel", "attention_kernel", "sequence_kernel"}
     assert not set(KERNEL_BLOCKS) & set(SAMPLED_BLOCKS)
     for block in KERNEL_BLOCKS:
         specs = [sample_arch(block, seed) for seed in range(200)]
         assert len(set(specs)) > 100 and all(s.depth == 1 and s.family.endswith("_kernel") for s in specs)
         for s in specs:
-            if s.kernel_sizes:  # convolutional probes stay within the MAC budget that keeps them quick
+            if block in ("conv_kernel", "depthwise_kernel"):  # within the MAC budget that keeps them quick
                 side = -(-s.input_size // s.strides[0])
                 macs = side * side * s.kernel_sizes[0] ** 2 * s.widths[0] * (
                     1 if block == "depthwise_kernel" else s.input_channels)
                 assert macs <= 150_000_000 or s.widths[0] <= 8, s
             if block == "depthwise_kernel":
                 assert s.base_width == s.input_channels  # (widths floor at 8; the layer keeps its input channels)
+            if block == "eltwise_kernel":  # big enough to time more than the invoke, small enough to be quick
+                assert 16_384 <= s.input_size ** 2 * s.input_channels <= 2_000_000, s
+            if block in ("lstm_kernel", "gru_kernel"):
+                assert s.input_size * 4 * (s.embed_dim + s.widths[0]) * s.widths[0] <= 60_000_000 or s.widths[0] == 8
+            if block == "attention_kernel":
+                assert s.base_width % s.heads == 0 and s.base_width // s.heads >= 8
     assert {parse_sampled_name(f"sampled:{b}:3")[0] for b in KERNEL_BLOCKS} == set(KERNEL_BLOCKS)
+    for block, ops in (("eltwise_kernel", sampling.ELTWISE_OPS), ("sequence_kernel", sampling.SEQUENCE_OPS)):
+        assert {sample_arch(block, seed).op for seed in range(200)} == set(ops)  # every op is drawn
+
+
+_ONE_LAYER_PROBES = ("conv_kernel", "depthwise_kernel", "dense_kernel")
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("block", KERNEL_BLOCKS)
+@pytest.mark.parametrize("block", _ONE_LAYER_PROBES)
 def test_kernel_probes_build_convert_and_run(keras, block):
     spec = sample_arch(block, 2, TINY)
     model = sampling.build_arch(spec)
@@ -204,3 +216,26 @@ def test_kernel_probes_build_convert_and_run(keras, block):
     assert len(weighted) == 2  # the probed layer and the classifier
     out = _convert_and_run(model, spec)
     assert out.shape[-1] == spec.num_classes
+
+
+_OP_PROBES = [("eltwise_kernel", op) for op in sampling.ELTWISE_OPS] + [
+    ("sequence_kernel", op) for op in sampling.SEQUENCE_OPS] + [
+    ("lstm_kernel", "last"), ("gru_kernel", "sequence"), ("attention_kernel", None)]
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize(("block", "op"), _OP_PROBES)
+def test_op_probes_build_convert_and_run(keras, block, op):
+    """Every element-wise and sequence op, and the recurrent and attention probes, convert and run;
+    the probed layer is named "probe" (what the per-layer model learns its cost from)."""
+    spec = dataclasses.replace(sample_arch(block, 4, TINY), op=op)
+    model = sampling.build_arch(spec)
+    assert "probe" in [ly.name for ly in model.layers]
+    out = _convert_and_run(model, spec)
+    assert out.shape[-1] == spec.num_classes and np.all(np.isfinite(out))
+
+
+def test_an_unknown_probe_op_is_refused(keras):
+    spec = dataclasses.replace(sample_arch("eltwise_kernel", 0, TINY), op="fft")
+    with pytest.raises(OptionError, match="unknown element-wise probe op 'fft'"):
+        sampling.build_arch(spec)
