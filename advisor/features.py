@@ -86,8 +86,7 @@ SEPARABLE = frozenset({"SeparableConv1D", "SeparableConv2D"})
 #: into the preceding convolution (batch norm), fused into it (ReLU), or a view (reshape).
 FREE_LAYERS = frozenset({
     "InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "BatchNormalization", "Flatten", "Reshape",
-    "ReLU",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Flatten", "Reshape", "ReLU",
 })
 
 DOMAINS = ("image", "text", "audio")
@@ -98,6 +97,21 @@ SIZE_BUCKETS = (("small", 0.0, 2.0**18), ("mid", 2.0**18, 2.0**22), ("large", 2.
 BUCKETED_GROUPS = ("conv", "depthwise", "dense")
 #: Layers whose parameters the TFLite converter folds into the previous operation.
 FOLDED_LAYERS = frozenset({"BatchNormalization"})
+#: Layers a `FOLDED_LAYERS` layer folds into when it directly follows one of them. After anything
+#: else (a concatenation, an add, the input: DenseNet's and ResNet v2's pre-activation batch
+#: norms) it runs as a multiply and an add of its own.
+_FOLD_TARGETS = frozenset({*SEPARABLE, *(t for t, g in LAYER_GROUPS.items() if g in ("conv", "depthwise", "dense"))})
+
+
+def free_layers(profile: ModelProfile) -> Iterator[tuple[LayerProfile, bool]]:
+    """Each layer of a network with whether the converted network runs nothing for it
+    (`FREE_LAYERS`, and a batch norm folded into the convolution or dense layer just before it)."""
+    previous: LayerProfile | None = None
+    for layer in profile.layers:
+        folded = (layer.type in FOLDED_LAYERS and previous is not None and previous.type in _FOLD_TARGETS
+                  and tuple(previous.output_shape) == tuple(layer.output_shape))
+        yield layer, layer.type in FREE_LAYERS or folded
+        previous = layer
 #: The TFLite converter's dynamic-range quantization skips tensors smaller than this.
 DYNAMIC_RANGE_MIN_ELEMENTS = 1024
 #: Layers whose kernel a pruned float model stores sparse-encoded (about 5 bytes per non-zero plus
@@ -115,6 +129,10 @@ TFLITE_OPS: dict[str, tuple[int, int]] = {
     "SeparableConv2D": (2, 5), "SeparableConv1D": (2, 5), "Activation": (2, 2), "ZeroPadding2D": (1, 2),
     "LayerNormalization": (12, 18), "MultiHeadAttention": (16, 25), "LSTM": (1, 13), "GRU": (29, 63),
 }
+#: Operators a dense layer over a sequence becomes with a dynamic batch: the converter computes
+#: the flattened shape (SHAPE, GATHER, REDUCE_PROD, CONCATENATION, PACK), reshapes, runs one
+#: FULLY_CONNECTED and reshapes back (measured: tf 2.21, a Dense on (32, 64) tokens).
+SEQUENCE_DENSE_OPS = 9
 #: Layers whose weights quantization-aware training leaves in float32 (TF-MOT's 8-bit scheme has
 #: no quantize config for them): their bytes stay 4 a weight in a qat-int8 file.
 QAT_FLOAT_LAYERS = frozenset({"Embedding", "PositionEmbedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional",
@@ -277,14 +295,16 @@ class Unit:
     read: float
     c_in: int
     c_out: int
+    #: TFLite operators it becomes (`unit_ops`): the interpreter pays a dispatch for each.
+    ops: int = 1
 
 
 def executed_units(profile: ModelProfile) -> Iterator[Unit]:
     """The kernels a converted network runs, in order: free layers (folded, fused, views) skipped,
     separable convolutions split into their depthwise and pointwise halves. The per-group work
     features and the per-layer latency model (`advisor.layer_costs`) both count these."""
-    for layer in profile.layers:
-        if layer.type in FREE_LAYERS:
+    for layer, free in free_layers(profile):
+        if free:
             continue
         written = float(layer.output_elements)
         read = float(sum(_elements(shape) for shape in layer.input_shapes))
@@ -300,7 +320,20 @@ def executed_units(profile: ModelProfile) -> Iterator[Unit]:
             continue
         g = LAYER_GROUPS.get(layer.type, "other")
         padded = _padded(layer.macs, c_out) if g in PADDED_GROUPS else layer.macs
-        yield Unit(layer, g, layer.type, layer.macs, layer.params, padded, written, read, c_in, c_out)
+        yield Unit(layer, g, layer.type, layer.macs, layer.params, padded, written, read, c_in, c_out,
+                   unit_ops(layer))
+
+
+def unit_ops(layer: LayerProfile) -> int:
+    """TFLite operators one executed (non-separable) layer becomes, as the interpreter dispatches them
+    per invoke: `TFLITE_OPS`, and a dense layer over a sequence (input of rank 2 or more besides the
+    batch) `SEQUENCE_DENSE_OPS`. A recurrent layer counts one: a GRU's operators sit in a loop
+    body run once per step, which its MACs already scale with."""
+    if layer.type in ("Dense", "EinsumDense") and layer.input_shapes and len(layer.input_shapes[0]) >= 2:
+        return SEQUENCE_DENSE_OPS
+    if LAYER_GROUPS.get(layer.type) == "recurrent":
+        return 1
+    return TFLITE_OPS.get(layer.type, (1, 0))[0]
 
 
 def profile_features(profile: ModelProfile) -> dict[str, float]:
@@ -324,8 +357,8 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
     sparse_stored = n_sparse = qat_float = 0.0
     tfl_ops = tfl_tensors = 0.0
     padded = dict.fromkeys(PADDED_GROUPS, 0.0)
-    for layer in profile.layers:
-        if layer.type not in FREE_LAYERS:
+    for layer, free in free_layers(profile):
+        if not free:
             ops, tensors = TFLITE_OPS.get(layer.type, (1, 1 + (2 if layer.params else 0)))
             tfl_ops += ops
             tfl_tensors += tensors
@@ -359,7 +392,7 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
         params[g] += u.params
         act[g] += u.written
         act_in[g] += u.read
-        count[g] += 1
+        count[g] += u.ops
         if g == "conv":
             pointwise = u.type == POINTWISE
             k1 += u.macs if pointwise or u.layer.kernel == 1 else 0

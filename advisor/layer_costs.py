@@ -57,7 +57,8 @@ DOC = "log(layer time / its share of the kernel-sum prior), per layer, fitted th
 UNIT_TYPES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", F.POINTWISE, "Dense", "EinsumDense",
               "LSTM", "GRU", "MultiHeadAttention", "Embedding", "PositionEmbedding", "LayerNormalization",
               "Activation", "Add", "Multiply", "Concatenate", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
-              "AveragePooling2D", "MaxPooling2D", "ZeroPadding2D", "TFOpLambda", "Softmax", "invoke")
+              "AveragePooling2D", "MaxPooling2D", "ZeroPadding2D", "TFOpLambda", "Softmax", "BatchNormalization",
+              "invoke")
 _TYPE_INDEX = {t: i for i, t in enumerate(UNIT_TYPES)}
 _SHAPE_NAMES = ("log_macs", "log_params", "log_written", "log_read", "kernel", "stride", "c_in", "c_out",
                 "log_positions", "macs_per_output")
@@ -101,6 +102,8 @@ class Units:
     shape: np.ndarray
     #: per unit, the name of its layer ("" for the invoke): a layer-wise plan's steps take layers by name
     layer: tuple[str, ...] = ()
+    #: per unit, the TFLite operators it becomes (`features.unit_ops`): its count in the prior's per-op work
+    ops: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.group)
@@ -128,7 +131,8 @@ def units(profile: ModelProfile) -> Units:
     shape[-1, _N_GROUPS + _TYPE_INDEX["invoke"]] = 1.0
     invoke = np.zeros(n, dtype=bool)
     invoke[-1] = True
-    return Units(group, work, invoke, shape, tuple(x.layer.name for x in executed) + ("",))
+    ops = np.array([x.ops for x in executed] + [0], dtype=float)
+    return Units(group, work, invoke, shape, tuple(x.layer.name for x in executed) + ("",), ops)
 
 
 _UNITS: dict[str, Units] = {}
@@ -154,7 +158,8 @@ def prior_unit_costs(prior: Prior, x: np.ndarray, u: Units) -> np.ndarray:
     coef = dict(zip(prior.columns, np.asarray(prior.coef)[s]))
     per_mac = np.array([coef.get(f"macs_{g}_padded" if g in F.PADDED_GROUPS else f"macs_{g}", 0.0) for g in F.GROUPS])
     per_op = np.array([coef.get(f"n_{g}", 0.0) for g in F.GROUPS])
-    cost = (per_mac[u.group] * u.work[:, 0] + per_op[u.group] + coef.get("act_elements", 0.0) * u.work[:, 1]
+    ops = u.ops if u.ops is not None else 1.0
+    cost = (per_mac[u.group] * u.work[:, 0] + per_op[u.group] * ops + coef.get("act_elements", 0.0) * u.work[:, 1]
             + coef.get("act_in", 0.0) * u.work[:, 2])
     cost[u.invoke] = float(np.asarray(prior.intercept)[s])
     return cost

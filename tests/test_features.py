@@ -221,3 +221,37 @@ def test_padded_macs_round_output_channels_up_to_whole_simd_tiles():
         assert feats[f"macs_{g}_padded"] >= feats[f"macs_{g}"]
     # n_weighted: c1, dw, pw, fc, and the separable layer's two kernels (BatchNorm is folded away)
     assert feats["n_weighted"] == 6
+
+
+def test_a_batch_norm_runs_unless_it_directly_follows_what_it_folds_into():
+    """Conv -> BN folds (nothing runs for it); a pre-activation BN after a concatenation (DenseNet,
+    ResNet v2) becomes a multiply and an add of its own, a unit with its elements."""
+    layers = (
+        LayerProfile("c", "Conv2D", 16 * 16 * 8 * 3 * 9, 8 * 27, ((16, 16, 3),), (16, 16, 8), 3, 1, 1),
+        LayerProfile("bn0", "BatchNormalization", 0, 32, ((16, 16, 8),), (16, 16, 8)),
+        LayerProfile("cat", "Concatenate", 0, 0, ((16, 16, 8), (16, 16, 8)), (16, 16, 16)),
+        LayerProfile("bn1", "BatchNormalization", 0, 64, ((16, 16, 16),), (16, 16, 16)),
+        LayerProfile("r", "ReLU", 0, 0, ((16, 16, 16),), (16, 16, 16)),
+    )
+    profile = ModelProfile("m", "f", (16, 16, 3), "float32", 10, "image", layers)
+    assert [ly.name for ly, free in F.free_layers(profile) if free] == ["bn0", "r"]
+    units = list(F.executed_units(profile))
+    assert [u.layer.name for u in units] == ["c", "cat", "bn1"]
+    assert units[-1].written == 16 * 16 * 16 and units[-1].group == "other"
+    first = F.profile_features(ModelProfile("m", "f", (16, 16, 3), "float32", 10, "image", layers[:2]))
+    assert F.profile_features(profile)["n_other"] == 2 and first["n_other"] == 0
+    assert F.profile_features(profile)["params_folded"] == 96  # what a folded or unfolded BN stores is separate
+
+
+def test_a_dense_layer_over_a_sequence_counts_the_operators_it_becomes():
+    """A Dense on (length, width) tokens converts to nine operators (shape arithmetic, reshapes and
+    the fully-connected op); on a flat vector to one. The per-op work counts operators, and the
+    per-layer units carry the same count, so the prior's unit costs still sum to its total."""
+    seq = LayerProfile("ffn", "Dense", 32 * 64 * 128, 64 * 128 + 128, ((32, 64),), (32, 128))
+    flat = LayerProfile("fc", "Dense", 128 * 10, 1290, ((128,),), (10,))
+    assert F.unit_ops(seq) == F.SEQUENCE_DENSE_OPS == 9 and F.unit_ops(flat) == 1
+    assert F.unit_ops(LayerProfile("ln", "LayerNormalization", 0, 128, ((32, 64),), (32, 64))) == 12
+    assert F.unit_ops(LayerProfile("gru", "GRU", 1, 1, ((16, 8),), (8,))) == 1  # its ops loop per step
+    profile = ModelProfile("m", "f", (32, 64), "float32", 10, "text", (seq, flat))
+    assert F.profile_features(profile)["n_dense"] == 10
+    assert [u.ops for u in F.executed_units(profile)] == [9, 1]
