@@ -562,6 +562,7 @@ def _structure_default(spec: str) -> np.ndarray:
     return vec
 
 
+@lru_cache(maxsize=8192)
 def needs_profile(spec: str) -> bool:
     """Whether a spec's features depend on the network (structural or layer-wise steps)."""
     return "@" in spec or Pipeline.parse(spec).is_structural
@@ -682,8 +683,15 @@ def profile_vector(profile: ModelProfile) -> np.ndarray:
 
     The profile is remembered under the block's key (`profile_of`), so that a model of per-layer
     costs (`advisor.layer_costs`) can find a feature row's layers again."""
-    v = _vector(profile_features(profile), PROFILE_NAMES)
+    v = _profile_block(profile).copy()
     _remember(_block_key(v), profile)
+    return v
+
+
+@lru_cache(maxsize=1024)
+def _profile_block(profile: ModelProfile) -> np.ndarray:
+    v = _vector(profile_features(profile), PROFILE_NAMES)
+    v.setflags(write=False)
     return v
 
 

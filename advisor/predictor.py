@@ -1152,7 +1152,8 @@ class _Model:
             levels = self.calibration.get(target)
             if levels:
                 if familiar is None:
-                    familiar = np.isin(F.profile_keys(X), list(self.known_profiles))
+                    known = self.known_profiles  # a set lookup per row: np.isin would sort thousands of keys each call
+                    familiar = np.fromiter((k in known for k in F.profile_keys(X)), dtype=bool, count=len(X))
                 lo, hi = q[:, 0].copy(), q[:, 2].copy()
                 lo_shift, hi_shift = np.zeros(len(q)), np.zeros(len(q))
                 for level, rows in (("novel", ~familiar), ("familiar", familiar)):
