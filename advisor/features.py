@@ -102,16 +102,6 @@ FOLDED_LAYERS = frozenset({"BatchNormalization"})
 #: norms) it runs as a multiply and an add of its own.
 _FOLD_TARGETS = frozenset({*SEPARABLE, *(t for t, g in LAYER_GROUPS.items() if g in ("conv", "depthwise", "dense"))})
 
-
-def free_layers(profile: ModelProfile) -> Iterator[tuple[LayerProfile, bool]]:
-    """Each layer of a network with whether the converted network runs nothing for it
-    (`FREE_LAYERS`, and a batch norm folded into the convolution or dense layer just before it)."""
-    previous: LayerProfile | None = None
-    for layer in profile.layers:
-        folded = (layer.type in FOLDED_LAYERS and previous is not None and previous.type in _FOLD_TARGETS
-                  and tuple(previous.output_shape) == tuple(layer.output_shape))
-        yield layer, layer.type in FREE_LAYERS or folded
-        previous = layer
 #: The TFLite converter's dynamic-range quantization skips tensors smaller than this.
 DYNAMIC_RANGE_MIN_ELEMENTS = 1024
 #: Layers whose kernel a pruned float model stores sparse-encoded (about 5 bytes per non-zero plus
@@ -297,6 +287,17 @@ class Unit:
     c_out: int
     #: TFLite operators it becomes (`unit_ops`): the interpreter pays a dispatch for each.
     ops: int = 1
+
+
+def free_layers(profile: ModelProfile) -> Iterator[tuple[LayerProfile, bool]]:
+    """Each layer of a network with whether the converted network runs nothing for it
+    (`FREE_LAYERS`, and a batch norm folded into the convolution or dense layer just before it)."""
+    previous: LayerProfile | None = None
+    for layer in profile.layers:
+        folded = (layer.type in FOLDED_LAYERS and previous is not None and previous.type in _FOLD_TARGETS
+                  and tuple(previous.output_shape) == tuple(layer.output_shape))
+        yield layer, layer.type in FREE_LAYERS or folded
+        previous = layer
 
 
 def executed_units(profile: ModelProfile) -> Iterator[Unit]:

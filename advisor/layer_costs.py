@@ -93,6 +93,7 @@ class Units:
             linear prior's per-group MAC, per-element-written and per-element-read costs multiply.
         invoke: per unit, True for the one unit that stands for the fixed cost.
         shape: per unit, the group and type one-hot columns and `_SHAPE_NAMES`.
+        ops: per unit, the TFLite operators it becomes (0 for the invoke).
         layer: per unit, its layer's name.
     """
 
@@ -100,10 +101,10 @@ class Units:
     work: np.ndarray
     invoke: np.ndarray
     shape: np.ndarray
+    #: per unit, the TFLite operators it becomes (`features.unit_ops`): its count in the prior's per-op work
+    ops: np.ndarray
     #: per unit, the name of its layer ("" for the invoke): a layer-wise plan's steps take layers by name
     layer: tuple[str, ...] = ()
-    #: per unit, the TFLite operators it becomes (`features.unit_ops`): its count in the prior's per-op work
-    ops: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.group)
@@ -132,7 +133,7 @@ def units(profile: ModelProfile) -> Units:
     invoke = np.zeros(n, dtype=bool)
     invoke[-1] = True
     ops = np.array([x.ops for x in executed] + [0], dtype=float)
-    return Units(group, work, invoke, shape, tuple(x.layer.name for x in executed) + ("",), ops)
+    return Units(group, work, invoke, shape, ops, tuple(x.layer.name for x in executed) + ("",))
 
 
 _UNITS: dict[str, Units] = {}
@@ -158,8 +159,7 @@ def prior_unit_costs(prior: Prior, x: np.ndarray, u: Units) -> np.ndarray:
     coef = dict(zip(prior.columns, np.asarray(prior.coef)[s]))
     per_mac = np.array([coef.get(f"macs_{g}_padded" if g in F.PADDED_GROUPS else f"macs_{g}", 0.0) for g in F.GROUPS])
     per_op = np.array([coef.get(f"n_{g}", 0.0) for g in F.GROUPS])
-    ops = u.ops if u.ops is not None else 1.0
-    cost = (per_mac[u.group] * u.work[:, 0] + per_op[u.group] * ops + coef.get("act_elements", 0.0) * u.work[:, 1]
+    cost = (per_mac[u.group] * u.work[:, 0] + per_op[u.group] * u.ops + coef.get("act_elements", 0.0) * u.work[:, 1]
             + coef.get("act_in", 0.0) * u.work[:, 2])
     cost[u.invoke] = float(np.asarray(prior.intercept)[s])
     return cost

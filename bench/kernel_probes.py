@@ -32,6 +32,7 @@ def main() -> int:
 
     from advisor.predictor import busy_rows, is_probe
     from advisor.store import Store
+    from measure.sampling import parse_sampled_name, sample_arch
 
     store = Store(args.store)
     rows = store.read(status="ok", source="measured")
@@ -44,7 +45,7 @@ def main() -> int:
     if rows.empty:
         print(f"no kernel-probe rows of machine {fingerprint} in {args.store}")
         return 2
-    rows = rows.assign(op=rows["notes"].astype(str).str.extract(r", op (\w+)", expand=False).fillna(""))
+    rows = rows.assign(op=[sample_arch(*parse_sampled_name(m)).op or "" for m in rows["model"]])
     busy = busy_rows(rows)
     quiet = rows[~busy]
     machine = f"{rows['cpu_model'].iloc[0]}, {rows['logical_cpus'].iloc[0]} logical CPUs, " \
@@ -52,7 +53,8 @@ def main() -> int:
     lines = ["# Kernel probes: each technique's latency ratio to `none`, one layer at a time",
              "", f"Machine: {machine}. Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from "
              f"{len(rows)} probe rows ({int(busy.sum())} timed on a busy machine and left out).", "",
-             "| probe family | op | technique | probes | ratio p25 | median | p75 |", "|---|---|---|---:|---:|---:|---:|"]
+             "| probe family | op | technique | probes | ratio p25 | median | p75 |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for (family, op, technique), group in quiet[quiet["technique"] != "none"].groupby(["family", "op", "technique"]):
         r = group["latency_ratio_to_baseline"].dropna().to_numpy()
         if len(r):

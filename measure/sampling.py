@@ -264,13 +264,6 @@ def _sample_dense_probe(rng: random.Random, limits: SampleLimits) -> dict[str, A
 #: Text probes: a sequence layer at most this many MACs, so that a probe converts and times in seconds.
 _SEQ_PROBE_MAC_BUDGET = 60_000_000
 _SEQ_PROBE_WIDTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-#: What an element-wise image probe runs on its input (TFLite: ADD, MUL, CONCATENATION,
-#: MAX_POOL_2D, AVERAGE_POOL_2D, LOGISTIC, HARD_SWISH, MUL+ADD for an unfolded batch norm, PAD, MEAN).
-ELTWISE_OPS = ("add", "multiply", "concat", "max_pool", "avg_pool", "sigmoid", "hard_swish", "batch_norm",
-               "zero_pad", "squeeze_excite")
-#: What a sequence probe runs on its embedded tokens: a position-wise dense layer (a transformer's
-#: feed-forward half), a layer normalisation, or a residual add followed by one.
-SEQUENCE_OPS = ("dense", "layer_norm", "add_layer_norm")
 
 
 def _sample_recurrent_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
@@ -429,36 +422,42 @@ def _hard_sigmoid(layers: Any, x: Any) -> Any:
     return layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
 
 
+def _squeeze_excite(layers: Any, x: Any, spec: ArchSpec) -> Any:
+    """MobileNetV3's channel attention: pool, two 1x1 layers, a hard-sigmoid gate, multiply."""
+    s = layers.GlobalAveragePooling2D(keepdims=True, name="probe_squeeze")(x)
+    s = layers.Conv2D(max(8, spec.input_channels // 4), 1, activation="relu", name="probe_reduce")(s)
+    s = layers.Conv2D(spec.input_channels, 1, name="probe_expand")(s)
+    return layers.Multiply(name="probe")([x, _hard_sigmoid(layers, s)])
+
+
+#: What an element-wise image probe runs on its input, by op name (TFLite: ADD, MUL,
+#: CONCATENATION, MAX_POOL_2D, AVERAGE_POOL_2D, LOGISTIC, HARD_SWISH, MUL (and ADD once the
+#: offset is non-zero) for an unfolded batch norm, PAD, MEAN + 1x1 convolutions + MUL).
+_ELTWISE_BUILDERS: dict[str, Callable[[Any, Any, ArchSpec], Any]] = {
+    "add": lambda layers, x, spec: layers.Add(name="probe")([x, x]),
+    "multiply": lambda layers, x, spec: layers.Multiply(name="probe")([x, x]),
+    "concat": lambda layers, x, spec: layers.Concatenate(name="probe")([x, x]),
+    "max_pool": lambda layers, x, spec: layers.MaxPooling2D(spec.kernel_sizes[0], strides=spec.strides[0],
+                                                           padding="same", name="probe")(x),
+    "avg_pool": lambda layers, x, spec: layers.AveragePooling2D(spec.kernel_sizes[0], strides=spec.strides[0],
+                                                               padding="same", name="probe")(x),
+    "sigmoid": lambda layers, x, spec: layers.Activation("sigmoid", name="probe")(x),
+    # as keras.applications' MobileNetV3 writes it (TFLite fuses it to HARD_SWISH)
+    "hard_swish": lambda layers, x, spec: layers.Multiply(name="probe")([x, _hard_sigmoid(layers, x)]),
+    # a batch norm with no convolution before it to fold into
+    "batch_norm": lambda layers, x, spec: layers.BatchNormalization(name="probe")(x),
+    "zero_pad": lambda layers, x, spec: layers.ZeroPadding2D(1, name="probe")(x),
+    "squeeze_excite": _squeeze_excite,
+}
+ELTWISE_OPS = tuple(_ELTWISE_BUILDERS)
+
+
 def _build_eltwise_probe(keras: Any, spec: ArchSpec) -> Any:
-    layers = keras.layers
     inputs = _image_input(keras, spec)
-    kernel, stride, op = spec.kernel_sizes[0], spec.strides[0], spec.op
-    if op == "add":
-        x = layers.Add(name="probe")([inputs, inputs])
-    elif op == "multiply":
-        x = layers.Multiply(name="probe")([inputs, inputs])
-    elif op == "concat":
-        x = layers.Concatenate(name="probe")([inputs, inputs])
-    elif op == "max_pool":
-        x = layers.MaxPooling2D(kernel, strides=stride, padding="same", name="probe")(inputs)
-    elif op == "avg_pool":
-        x = layers.AveragePooling2D(kernel, strides=stride, padding="same", name="probe")(inputs)
-    elif op == "sigmoid":
-        x = layers.Activation("sigmoid", name="probe")(inputs)
-    elif op == "hard_swish":  # as keras.applications' MobileNetV3 writes it (TFLite fuses it to HARD_SWISH)
-        x = layers.Multiply(name="probe")([inputs, _hard_sigmoid(layers, inputs)])
-    elif op == "batch_norm":  # a batch norm with no convolution before it to fold into
-        x = layers.BatchNormalization(name="probe")(inputs)
-    elif op == "zero_pad":
-        x = layers.ZeroPadding2D(1, name="probe")(inputs)
-    elif op == "squeeze_excite":  # MobileNetV3's channel attention: pool, two 1x1 layers, multiply
-        s = layers.GlobalAveragePooling2D(keepdims=True, name="probe_squeeze")(inputs)
-        s = layers.Conv2D(max(8, spec.input_channels // 4), 1, activation="relu", name="probe_reduce")(s)
-        s = layers.Conv2D(spec.input_channels, 1, name="probe_expand")(s)
-        x = layers.Multiply(name="probe")([inputs, _hard_sigmoid(layers, s)])
-    else:
-        raise OptionError(f"unknown element-wise probe op {op!r} (valid: {', '.join(ELTWISE_OPS)})")
-    return _classifier_2d(keras, x, spec, inputs)
+    builder = _ELTWISE_BUILDERS.get(spec.op or "")
+    if builder is None:
+        raise OptionError(f"unknown element-wise probe op {spec.op!r} (valid: {', '.join(ELTWISE_OPS)})")
+    return _classifier_2d(keras, builder(keras.layers, inputs, spec), spec, inputs)
 
 
 def _token_input(keras: Any, spec: ArchSpec, batch_size: int | None = None) -> tuple[Any, Any]:
@@ -489,18 +488,23 @@ def _build_attention_probe(keras: Any, spec: ArchSpec) -> Any:
     return _classifier_1d(keras, x, spec, tokens)
 
 
+#: What a sequence probe runs on its embedded tokens, by op name: a position-wise dense layer (a
+#: transformer's feed-forward half), a layer normalisation, or a residual add followed by one.
+_SEQUENCE_BUILDERS: dict[str, Callable[[Any, Any, ArchSpec], Any]] = {
+    "dense": lambda layers, x, spec: layers.Dense(spec.base_width, activation="relu", name="probe")(x),
+    "layer_norm": lambda layers, x, spec: layers.LayerNormalization(epsilon=1e-6, name="probe")(x),
+    "add_layer_norm": lambda layers, x, spec: layers.LayerNormalization(epsilon=1e-6, name="probe")(
+        layers.Add(name="probe_add")([x, x])),
+}
+SEQUENCE_OPS = tuple(_SEQUENCE_BUILDERS)
+
+
 def _build_sequence_probe(keras: Any, spec: ArchSpec) -> Any:
-    layers = keras.layers
     tokens, x = _token_input(keras, spec)
-    if spec.op == "dense":
-        x = layers.Dense(spec.base_width, activation="relu", name="probe")(x)
-    elif spec.op == "layer_norm":
-        x = layers.LayerNormalization(epsilon=1e-6, name="probe")(x)
-    elif spec.op == "add_layer_norm":
-        x = layers.LayerNormalization(epsilon=1e-6, name="probe")(layers.Add(name="probe_add")([x, x]))
-    else:
+    builder = _SEQUENCE_BUILDERS.get(spec.op or "")
+    if builder is None:
         raise OptionError(f"unknown sequence probe op {spec.op!r} (valid: {', '.join(SEQUENCE_OPS)})")
-    return _classifier_1d(keras, x, spec, tokens)
+    return _classifier_1d(keras, builder(keras.layers, x, spec), spec, tokens)
 
 
 def _build_dense(keras: Any, spec: ArchSpec) -> Any:
