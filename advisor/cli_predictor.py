@@ -165,7 +165,9 @@ def predict(
     pipeline = Pipeline.parse(technique)
     if threads < 1:
         raise OptionError(f"--threads must be at least 1 (got {threads})")
-    profile = resolve_profile(model, input_size)
+    from advisor.api import profile_for
+
+    profile = profile_for(model, input_size)
     loaded = load(bundle or DEFAULT_BUNDLE)
     device = device or default_device()
     fp, note = device_fingerprint(device, loaded.predictor)

@@ -121,5 +121,5 @@ class ModelProfile:
     def load(cls, path: str | Path) -> ModelProfile:
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelFileError(f"cannot read model profile {path}: {exc}") from exc

@@ -170,9 +170,14 @@ def _one_line(exc: BaseException) -> str:
 
 def _load_keras(path: Path) -> Any:
     """keras.models.load_model as one clear error; an unknown layer is retried with TF-MOT's
-    wrappers known, so that a pruned or quantization-aware model saved mid-pipeline loads."""
+    wrappers known, so that a pruned or quantization-aware model saved mid-pipeline loads. A file
+    Keras 3 wrote (TensorFlow's own `tf.keras` since 2.16) is rebuilt as a Keras 2 model
+    (`measure.keras3`)."""
+    from measure import keras3
     from measure._tf import keras, tfmot
 
+    if path.is_file() and keras3.saved_by_keras3(path):
+        return keras3.load_as_keras2(path, zoo.custom_objects())
     k = keras()
     try:
         return k.models.load_model(str(path), compile=False, custom_objects=zoo.custom_objects())

@@ -45,12 +45,12 @@ def verify_recommendation(rec, *, model: str, device: str, data: str | None, sto
         p, m = predicted.get(t), measured.get(t)
         if p is None and m is None:
             continue
-        lines.append(f"{t:<18} {p if p is not None else float('nan'):>14.4g} "
-                     f"{m if m is not None else float('nan'):>12.4g}")
+        lines.append(f"{t:<18} {_cell(p):>14} {_cell(m):>12}")
     for t, ok in holds.items():
         lines.append(f"{t} constraint {'HOLDS' if ok else 'IS BROKEN'} when measured")
-    if measured["accuracy_delta_pp"] is None and rec.constraints.max_accuracy_drop is not None:
-        lines.append("accuracy not measured: pass --data to check the accuracy limit")
+    if measured["accuracy_delta_pp"] is None:
+        lines.append("accuracy not measured: pass --data (labelled data) to measure the accuracy change"
+                     + (" and check the accuracy limit" if rec.constraints.max_accuracy_drop is not None else ""))
     nxt = None
     if holds and not all(holds.values()):
         nxt = next((a["technique"] for a in rec.alternatives), None)
@@ -68,3 +68,8 @@ def _zoo_size(model: str) -> int | None:
         except ValueError:
             return None
     return None
+
+
+def _cell(value: float | None) -> str:
+    """A table cell: the value to 4 significant digits, or n/a where there is none."""
+    return "n/a" if value is None or value != value else f"{value:.4g}"

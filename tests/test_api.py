@@ -290,6 +290,23 @@ def tiny_keras_file(tmp_path_factory, keras) -> Path:
 
 
 @pytest.mark.tf
+def test_predict_takes_a_model_file_like_recommend(capsys, bundle_dir, tiny_keras_file):
+    code, out, err = run(capsys, "predict", "--model", tiny_keras_file, "--technique", "ptq-int8",
+                         "--bundle", bundle_dir, "--json")
+    assert code == 0, err
+    result = strict_json(out)
+    assert result["model"].startswith("file:tiny.keras@") and result["technique"] == "ptq-int8"
+    assert result["prediction"]["latency"]["p50"] > 0
+
+
+def test_a_profile_path_that_is_not_text_is_exit_2(capsys, tmp_path, bundle_dir):
+    binary = tmp_path / "profile.json"
+    binary.write_bytes(b"\x89\xe3\x00\xff" * 8)
+    code, _, err = run(capsys, "predict", "--model", binary, "--technique", "ptq-int8", "--bundle", bundle_dir)
+    assert code == 2 and "profile.json" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.tf
 def test_a_model_file_is_profiled_once_and_cached_by_file_hash(tmp_path, bundle_dir, tiny_keras_file):
     first = profile_for(str(tiny_keras_file))
     cached = tmp_path / "cache" / "profiles" / f"{api._file_digest(tiny_keras_file)}.json"
