@@ -6,7 +6,8 @@ models, because TF Model Optimization does; tf-keras cannot read what Keras 3 wr
 layers made from translated layer configs (the same layers, names and connections), and every
 layer's weights are copied across with their shapes checked. What has no Keras 2 equivalent
 (a custom or Lambda layer, a `keras.ops` call in a functional graph, an activation tf-keras
-does not have) is refused with one line naming the layer.
+does not have) is refused with one line naming the layer. Element-wise `keras.ops` calls in the
+graph (Keras 3's MobileNetV3 has them) are replayed as TensorFlow ops.
 """
 
 from __future__ import annotations
@@ -25,11 +26,29 @@ _BASE_KWARGS = frozenset({"name", "trainable", "dtype", "dynamic", "input_dim", 
                           "batch_size", "weights", "activity_regularizer", "autocast", "implementation"})
 # Keras 3 activation names tf-keras knows under another name.
 _ACTIVATION_NAMES = {"silu": "swish"}
-# Keras 3 activations tf-keras has only as a layer: (class name, config) applied after the layer.
-_ACTIVATION_LAYERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "relu6": ("ReLU", {"max_value": 6.0}),
-    "leaky_relu": ("LeakyReLU", {"alpha": 0.2}),
+# Keras 3 activations tf-keras lacks (or defines otherwise: its hard_sigmoid is 0.2x + 0.5,
+# Keras 3's relu6(x + 3) / 6), written in TensorFlow ops the TFLite converter fuses
+# (RELU6, HARD_SWISH, LEAKY_RELU) and registered with tf-keras under package "keras3", so
+# that TF-MOT's clones of the model deserialize them.
+_ACTIVATION_PACKAGE = "keras3"
+_ACTIVATION_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "relu6": lambda tf, x: tf.nn.relu6(x),
+    "leaky_relu": lambda tf, x: tf.nn.leaky_relu(x, alpha=0.2),
+    "hard_sigmoid": lambda tf, x: tf.nn.relu6(x + 3.0) * (1.0 / 6.0),
+    "hard_silu": lambda tf, x: x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0),
+    "hard_swish": lambda tf, x: x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0),
 }
+# Keras 3 layer options with no Keras 2 counterpart that do not change what the layer computes
+# at inference (a kernel choice, a dropout seed).
+_IGNORED_KEYS = frozenset({"use_cudnn", "seed", "flash_attention"})
+# Keys a tf-keras layer's from_config requires that Keras 3 keeps elsewhere (None: built on call).
+_REQUIRED_KEYS: dict[str, dict[str, Any]] = {
+    "MultiHeadAttention": {"query_shape": None, "key_shape": None, "value_shape": None},
+}
+# `keras.ops` calls a Keras 3 functional graph may hold (Keras 3's own MobileNetV3 adds and
+# multiplies with ops): replayed as the TensorFlow op, which tf-keras wraps in a TFOpLambda layer.
+_OPS: dict[str, str] = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Divide": "truediv",
+                        "TrueDivide": "truediv", "Maximum": "maximum", "Minimum": "minimum"}
 # Serialized objects (initializers, regularizers, ...) that only matter for training from scratch.
 _DROPPED_MODULES = ("keras.initializers",)
 _MODEL_CLASSES = frozenset({"Functional", "Model", "Sequential"})
@@ -80,6 +99,7 @@ def load_as_keras2(path: Path, custom_objects: dict[str, Any] | None = None) -> 
         class_name, config = saved["class_name"], saved["config"]
     except Exception as exc:
         raise ModelFileError(f"cannot read the model config of Keras 3 file {path}: {_one_line(exc)}") from exc
+    _register_activations(keras())
     try:
         rebuilt = _rebuild(keras(), config, class_name, custom_objects or {})
     except _Untranslatable as exc:
@@ -136,29 +156,45 @@ def _accepted(cls: type) -> set[str] | None:
     return names
 
 
-def _layer_config(cls: type, class_name: str, config: dict[str, Any]) -> tuple[dict[str, Any], list[tuple]]:
-    """(tf-keras config, activation layers to apply after it) for one Keras 3 layer."""
-    out = {}
+def _layer_config(cls: type, class_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The tf-keras config of one Keras 3 layer."""
+    out = dict(_REQUIRED_KEYS.get(class_name, {}))
     for key, value in config.items():
+        if key in _IGNORED_KEYS:
+            continue
         if isinstance(value, dict) and str(value.get("module", "")).startswith(_DROPPED_MODULES):
             continue
         out[key] = _plain(value)
-    after: list[tuple] = []
     activation = out.get("activation")
     if isinstance(activation, str):
         activation = _ACTIVATION_NAMES.get(activation, activation)
-        if activation in _ACTIVATION_LAYERS:
-            after.append(_ACTIVATION_LAYERS[activation])
-            activation = "linear"
+        if activation in _ACTIVATION_OPS:
+            activation = f"{_ACTIVATION_PACKAGE}>{activation}"
         out["activation"] = activation
     accepted = _accepted(cls)
-    unknown = sorted(k for k in out if accepted is not None and k not in accepted)
+    unknown = sorted(k for k in out if accepted is not None and k not in accepted
+                     and k not in _REQUIRED_KEYS.get(class_name, {}))
     for key in unknown:
         if out[key] not in (None, False, [], {}):
             raise _Untranslatable(f"layer {config.get('name')} ({class_name}) sets {key}={out[key]!r}, "
                                   "which Keras 2 does not have")
         del out[key]
-    return out, after
+    return out
+
+
+def _register_activations(keras: Any) -> None:
+    """Make `_ACTIVATION_OPS` known to tf-keras (once per process)."""
+    from measure._tf import tf
+
+    known = keras.utils.get_custom_objects()
+    for name, op in _ACTIVATION_OPS.items():
+        key = f"{_ACTIVATION_PACKAGE}>{name}"
+        if key not in known:
+            def activation(x: Any, _op: Callable[[Any, Any], Any] = op) -> Any:
+                return _op(tf(), x)
+
+            activation.__name__ = activation.__qualname__ = name
+            keras.saving.register_keras_serializable(package=_ACTIVATION_PACKAGE, name=name)(activation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,13 +212,11 @@ def _rebuild(keras: Any, config: dict[str, Any], class_name: str, custom_objects
         if spec["class_name"] == "InputLayer":
             tensors[(name, 0, 0)] = _input(keras, spec["config"])
             continue
-        layer, after = _make_layer(keras, spec, custom_objects)
+        layer = _op(spec) or _make_layer(keras, spec, custom_objects)
         for node in spec.get("inbound_nodes", []):
             args = _resolve(node.get("args", []), tensors)
             kwargs = _resolve(node.get("kwargs", {}), tensors)
             out = layer(*args, **kwargs)
-            for act in after:
-                out = _activation_layer(keras, act, f"{name}_{act[0].lower()}")(out)
             index = calls.get(name, 0)
             calls[name] = index + 1
             flat = out if isinstance(out, (list, tuple)) else [out]
@@ -201,10 +235,7 @@ def _sequential(keras: Any, config: dict[str, Any], custom_objects: dict[str, An
             model.add(keras.Input(batch_shape=shape, dtype=spec["config"].get("dtype"),
                                   name=spec["config"].get("name")))
             continue
-        layer, after = _make_layer(keras, spec, custom_objects)
-        model.add(layer)
-        for act in after:
-            model.add(_activation_layer(keras, act, f"{layer.name}_{act[0].lower()}"))
+        model.add(_make_layer(keras, spec, custom_objects))
     return model
 
 
@@ -215,11 +246,11 @@ def _input(keras: Any, config: dict[str, Any]) -> Any:
     return keras.Input(batch_shape=shape, dtype=_plain(config.get("dtype")), name=config.get("name"))
 
 
-def _make_layer(keras: Any, spec: dict[str, Any], custom_objects: dict[str, Any]) -> tuple[Any, list[tuple]]:
+def _make_layer(keras: Any, spec: dict[str, Any], custom_objects: dict[str, Any]) -> Any:
     class_name = spec["class_name"]
     name = spec.get("name") or spec["config"].get("name")
     if class_name in _MODEL_CLASSES:
-        return _rebuild(keras, spec["config"], class_name, custom_objects), []
+        return _rebuild(keras, spec["config"], class_name, custom_objects)
     # .keras archives name the module ("keras.layers"); legacy .h5 configs leave it out.
     module = str(spec.get("module") or "keras.layers")
     registered = spec.get("registered_name")
@@ -231,18 +262,20 @@ def _make_layer(keras: Any, spec: dict[str, Any], custom_objects: dict[str, Any]
         what = (f"a keras.ops call ({module})" if ".ops." in module
                 else f"class {registered or class_name} ({module})")
         raise _Untranslatable(f"layer {name} is {what}, which Keras 2 has no layer for")
-    config, after = _layer_config(cls, class_name, spec["config"])
-    if class_name == "Activation" and config.get("activation") == "linear" and after:
-        return _activation_layer(keras, after[0], name), []
+    config = _layer_config(cls, class_name, spec["config"])
     try:
-        return cls.from_config(config), after
+        return cls.from_config(config)
     except Exception as exc:
         raise _Untranslatable(f"layer {name} ({class_name}): {_one_line(exc)}") from exc
 
 
-def _activation_layer(keras: Any, act: tuple[str, dict[str, Any]], name: str) -> Any:
-    cls_name, config = act
-    return getattr(keras.layers, cls_name)(name=name, **config)
+def _op(spec: dict[str, Any]) -> Callable[..., Any] | None:
+    """The TensorFlow function replaying a `keras.ops` node, None for a layer."""
+    if ".ops." not in str(spec.get("module") or "") or spec["class_name"] not in _OPS:
+        return None
+    from measure._tf import tf
+
+    return getattr(tf().math, _OPS[spec["class_name"]])
 
 
 def _resolve(value: Any, tensors: dict[tuple[str, int, int], Any]) -> Any:

@@ -327,6 +327,22 @@ def has_recurrent(model: Any) -> bool:
     return any(isinstance(layer, rnn) for layer in iter_layers(model))
 
 
+def _with_batch_of_one(model: Any, path: Path) -> Any:
+    """The same model (layers, names, weights) on inputs with a fixed batch of 1."""
+    from measure._tf import keras
+
+    k = keras()
+    inputs = [k.Input(batch_shape=(1, *t.shape[1:]), dtype=t.dtype, name=t.name.split(":")[0])
+              for t in model.inputs]
+    try:
+        clone = k.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0])
+        clone.set_weights(model.get_weights())
+    except Exception as exc:  # clone_model raises ValueError/TypeError on layers it cannot rebuild
+        raise ModelFileError(f"Keras model {path} has recurrent layers and a dynamic batch, and rebuilding it "
+                             f"with a batch of 1 failed: {_one_line(exc)}") from exc
+    return clone
+
+
 def _resolved_keras(path: Path, model: Any) -> ResolvedModel:
     inputs = getattr(model, "inputs", None) or []
     if not inputs:
@@ -334,12 +350,15 @@ def _resolved_keras(path: Path, model: Any) -> ResolvedModel:
             f"Keras model {path} has no defined input (a subclassed model?): save a functional "
             "or Sequential model built on keras.Input"
         )
-    shape = tuple(inputs[0].shape.as_list())
-    dtype = inputs[0].dtype.name
     recurrent = has_recurrent(model)
     notes = []
-    if recurrent and shape[0] is None:
-        notes.append("recurrent layers with a dynamic batch: conversion to TFLite fixes the batch to 1")
+    if recurrent and inputs[0].shape[0] is None:
+        model = _with_batch_of_one(model, path)
+        inputs = model.inputs
+        notes.append("recurrent layers with a dynamic batch: rebuilt with a fixed batch of 1 (the TFLite "
+                     "converter needs a static batch for them), as the zoo's recurrent networks are")
+    shape = tuple(inputs[0].shape.as_list())
+    dtype = inputs[0].dtype.name
     if any(d is None for d in shape[1:]):
         notes.append(f"input shape {shape[1:]} has unknown dimensions")
     out_shape = model.outputs[0].shape.as_list() if model.outputs else []

@@ -51,12 +51,34 @@ def _two_inputs_shared(keras3):
     return keras3.Model([a, b], layers.Dense(3, name="head")(x), name="k3_two")
 
 
+def _ops_and_hard_activations(keras3):
+    """What Keras 3's own MobileNetV3 has: keras.ops arithmetic in the graph, hard_silu/hard_sigmoid."""
+    layers, ops = keras3.layers, keras3.ops
+    inp = keras3.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, activation="hard_silu", name="conv")(inp)
+    gate = layers.Conv2D(8, 1, activation="hard_sigmoid", name="gate")(x)
+    x = ops.multiply(ops.add(x, 1.5), gate)
+    x = layers.Activation("leaky_relu", name="leaky")(ops.multiply(x, 0.5))
+    return keras3.Model(inp, layers.Dense(3)(layers.GlobalAveragePooling2D()(x)), name="k3_ops")
+
+
+def _text_attention(keras3):
+    """Tokens through an LSTM (dynamic batch) and a self-attention block."""
+    layers = keras3.layers
+    tokens = keras3.Input((12,), dtype="int32")
+    x = layers.LSTM(8, return_sequences=True)(layers.Embedding(50, 8)(tokens))
+    x = layers.LayerNormalization()(layers.Add()([x, layers.MultiHeadAttention(2, 4)(x, x)]))
+    return keras3.Model(tokens, layers.Dense(2)(layers.GlobalAveragePooling1D()(x)), name="k3_text")
+
+
 def _inputs(model, rng):
-    return [rng.random((2, *t.shape[1:]), dtype=np.float32) for t in model.inputs]
+    return [rng.integers(0, 50, (1, *t.shape[1:])).astype("int32") if "int" in str(t.dtype)
+            else rng.random((1, *t.shape[1:]), dtype=np.float32) for t in model.inputs]
 
 
 @pytest.mark.parametrize("build, suffix", [(_functional_cnn, ".keras"), (_functional_cnn, ".h5"),
-                                           (_sequential_mlp, ".keras"), (_two_inputs_shared, ".keras")])
+                                           (_sequential_mlp, ".keras"), (_two_inputs_shared, ".keras"),
+                                           (_ops_and_hard_activations, ".keras"), (_text_attention, ".keras")])
 def test_keras3_files_rebuild_with_the_same_outputs(keras3, build, suffix, tmp_path, rng):
     model = build(keras3)
     path = tmp_path / f"{model.name}{suffix}"

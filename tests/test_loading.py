@@ -146,9 +146,19 @@ def test_recurrent_user_model_with_dynamic_batch_is_flagged(keras, tmp_path):
     out = keras.layers.Dense(2)(keras.layers.Bidirectional(keras.layers.GRU(4))(x))
     path = tmp_path / "rnn.keras"
     keras.Model(inp, out).save(path)
+    original = keras.models.load_model(path)
     resolved = resolve_model(str(path))
     assert resolved.has_recurrent and resolved.domain == "text"
-    assert any("fixes the batch" in note for note in resolved.notes)
+    assert any("fixed batch of 1" in note for note in resolved.notes)
+    model = resolved.keras_model
+    assert model.inputs[0].shape[0] == 1
+    tokens = np.arange(10, dtype=np.int32)[None] % 100
+    np.testing.assert_allclose(model(tokens).numpy(), original(tokens).numpy(), atol=1e-6)
+    from advisor.techniques import Pipeline
+    from measure.compress import Compressed, convert
+
+    # The converter refuses recurrent layers with a dynamic batch; rebuilt, the model converts.
+    assert convert(Compressed(model, Pipeline.parse("none"), "none"), None)[4:8] == b"TFL3"
 
 
 @pytest.mark.tf
