@@ -9,7 +9,6 @@ bundle's trees are evaluated with numpy), no pandas.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,10 @@ MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".tflite")
 
 
 def cache_dir() -> Path:
-    """Where profiles of users' model files are cached ($ADVISOR_CACHE or ~/.cache/compression-advisor)."""
-    return Path(os.environ.get("ADVISOR_CACHE", Path.home() / ".cache" / "compression-advisor"))
+    """Where profiles of users' model files are cached (`advisor.lookup.cache_root`)."""
+    from advisor.lookup import cache_root
+
+    return cache_root()
 
 
 def _file_digest(path: Path) -> str:
@@ -125,13 +126,15 @@ class Advisor:
     def score(self, profile: ModelProfile, specs: list[str] | tuple[str, ...], fp: dict, threads: int = 1
               ) -> dict[str, np.ndarray]:
         """Predicted (n, 3) p10/p50/p90 per recommendation target for candidate `specs`, in one batch."""
+        from advisor.calibration import predict_uncalibrated
         from advisor.features import device_features, feature_matrix
 
         X = feature_matrix(profile, list(specs), device_features(fp, threads))
-        raw = self.bundle.predict(X)
         calibration, _ = self.calibration(fp, threads)
         if calibration is not None:
-            raw = calibration.apply(X, raw, self.bundle.predictor.priors_["latency"])
+            raw = calibration.apply(X, self.bundle.predict(X), self.bundle.predictor.priors_["latency"])
+        else:
+            raw = predict_uncalibrated(self.bundle, X, fp, threads)
         out = {}
         for name, q in raw.items():
             if name not in _TARGET_MAP:
@@ -153,6 +156,12 @@ class Advisor:
             raise OptionError(f"--threads must be at least 1, got {threads}")
         profile = profile_for(model, input_size)
         fp, device_note = device_fingerprint(device, self.bundle.predictor)
+        if self.calibration(fp, threads)[0] is None:
+            from advisor.board_speed import board_scaling
+
+            scaling = board_scaling(self.bundle, fp, threads)
+            if scaling is not None:
+                device_note = scaling.note()  # it says what the extrapolation note said, and how
         return profile, fp, device_note
 
     def recommend(self, model: str, device: str = "local", *, budget_ms: float | None = None,

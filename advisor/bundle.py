@@ -38,8 +38,9 @@ import numpy as np
 from advisor import features as F
 from advisor import layer_costs
 from advisor.errors import BundleError
+from advisor.lookup import cache_root
 from advisor.predictor import COMPONENTS, TARGETS, Predictor
-from advisor.trees import Forest
+from advisor.trees import Forest, compiled
 
 BUNDLE_FORMAT = 1
 CARD = "card.json"
@@ -259,17 +260,19 @@ def load(directory: str | Path = DEFAULT_BUNDLE, follow: bool = True) -> LoadedB
     card = read_card(directory, follow=False)
     boosters: dict[str, bytes] = {}
     forests: dict[str, Forest] = {}
+    forests_cache = cache_root() / "forests"
     for name, entry in (card.get("components") or {}).items():
         path = directory / str(entry.get("file", f"{name}.json"))
         try:
             raw = path.read_bytes()
         except OSError as exc:
             raise BundleError(f"bundle {directory}: cannot read {path.name} ({exc.strerror or exc})") from None
-        if _sha256(raw) != entry.get("sha256"):
+        digest = _sha256(raw)
+        if digest != entry.get("sha256"):
             raise BundleError(f"bundle {directory}: {path.name} does not match the card's hash (corrupt or "
                               "replaced); retrain with `advisor train`")
         try:
-            forest = Forest.from_json(raw)
+            forest = compiled(raw, digest, forests_cache)
         except BundleError as exc:
             raise BundleError(f"bundle {directory}: {path.name}: {exc}") from None
         width = len(F.FEATURE_NAMES)

@@ -398,8 +398,17 @@ def predict_for_device(bundle: Any, X: np.ndarray, fp: Mapping[str, Any], thread
     Returns:
         (predictions, the calibration applied or None, a note for the explanation or None).
     """
-    pred = bundle.predict(X)
     cal, note = find_calibration(fp, threads, bundle.version, directory)
     if cal is not None:
-        pred = cal.apply(X, pred, bundle.predictor.priors_["latency"])
-    return pred, cal, note
+        return cal.apply(X, bundle.predict(X), bundle.predictor.priors_["latency"]), cal, note
+    return predict_uncalibrated(bundle, X, fp, threads), cal, note
+
+
+def predict_uncalibrated(bundle: Any, X: np.ndarray, fp: Mapping[str, Any], threads: int) -> dict[str, np.ndarray]:
+    """The bundle's predictions for X on a device with no calibration: as they come, except on a
+    board of an architecture no training row came from, whose latency is scaled from the reference
+    machine's by compute (`advisor.board_speed`)."""
+    from advisor.board_speed import board_scaling, scaled_prediction
+
+    scaling = board_scaling(bundle, fp, threads)
+    return bundle.predict(X) if scaling is None else scaled_prediction(bundle, X, scaling)

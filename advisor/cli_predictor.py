@@ -175,6 +175,12 @@ def predict(
     from advisor.calibration import device_notes, predict_for_device
 
     pred, calibration, calibration_note = predict_for_device(loaded, X, fp, threads)
+    if calibration is None:
+        from advisor.board_speed import board_scaling
+
+        scaling = board_scaling(loaded, fp, threads)
+        if scaling is not None:
+            note = scaling.note()  # it says what the extrapolation note said, and how
 
     def view(i: int) -> dict:
         return {t: {"p10": float(q[i, 0]), "p50": float(q[i, 1]), "p90": float(q[i, 2]), "unit": TARGETS[t].unit}

@@ -330,8 +330,9 @@ def default_device() -> str:
 
 def cache_dir() -> Path:
     """$ADVISOR_CACHE/devices (default ~/.cache/compression-advisor/devices)."""
-    root = Path(os.environ.get("ADVISOR_CACHE", Path.home() / ".cache" / "compression-advisor"))
-    return root / "devices"
+    from advisor.lookup import cache_root
+
+    return cache_root() / "devices"
 
 
 def _cache_file(url: str) -> Path:

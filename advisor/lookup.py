@@ -17,6 +17,12 @@ PROFILES_DIR = Path(__file__).resolve().parent / "data" / "profiles"
 DEFAULT_STORE = Path(os.environ.get("ADVISOR_STORE", Path(__file__).resolve().parent.parent / "training_data"))
 
 
+def cache_root() -> Path:
+    """Where the advisor caches what it derives ($ADVISOR_CACHE, else ~/.cache/compression-advisor):
+    profiles of users' model files, compiled predictor forests, probed boards."""
+    return Path(os.environ.get("ADVISOR_CACHE", Path.home() / ".cache" / "compression-advisor"))
+
+
 def zoo_index(directory: Path = PROFILES_DIR) -> dict[str, dict]:
     """The packaged profile index: "<name>@<size>" -> entry (file, model, input_size, default)."""
     path = directory / "index.json"

@@ -14,6 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see measure/_tf.py
 # The repository's models/calibrations may hold this machine's calibration: no test may pick it up.
 os.environ["ADVISOR_CALIBRATIONS"] = tempfile.mkdtemp(prefix="advisor-test-calibrations-")
+# Nor read or fill the user's cache (profiles of model files, compiled bundle forests).
+os.environ["ADVISOR_CACHE"] = tempfile.mkdtemp(prefix="advisor-test-cache-")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = Path(os.environ.get("ADVISOR_DATA_ROOT", REPO.parent / "shared" / "datasets"))

@@ -9,7 +9,7 @@ import pytest
 import xgboost as xgb
 
 from advisor.errors import BundleError
-from advisor.trees import Forest, _parse_base_score
+from advisor.trees import Forest, _parse_base_score, compiled
 
 
 def _data(n: int = 400, width: int = 8, missing: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +58,44 @@ def test_loads_a_saved_model_file(tmp_path):
     booster = _train(QUANTILE, X, y)
     booster.save_model(tmp_path / "model.json")
     _same(Forest.load(tmp_path / "model.json"), booster, X)
+
+
+@pytest.mark.parametrize("params", [QUANTILE, {**QUANTILE, "multi_strategy": "multi_output_tree"}],
+                         ids=["per-output-trees", "vector-leaves"])
+def test_compiled_forests_are_cached_by_hash_and_predict_the_same(params, tmp_path):
+    X, y = _data()
+    booster = _train(params, X, y)
+    raw = bytes(booster.save_raw("json"))
+    first = compiled(raw, "abc123", tmp_path)
+    cached = tmp_path / "abc123.npz"
+    assert cached.is_file() and [p.name for p in tmp_path.iterdir()] == ["abc123.npz"]
+    stamp = cached.stat().st_mtime_ns
+    again = compiled(raw, "abc123", tmp_path)  # read back, not parsed
+    assert cached.stat().st_mtime_ns == stamp
+    _same(first, booster, X)
+    _same(again, booster, X)
+    _same(compiled(raw, "abc123", None), booster, X)  # no cache at all
+
+
+@pytest.mark.parametrize("damage", ["garbage", "inconsistent"])
+def test_a_damaged_compiled_forest_is_parsed_again_and_replaced(damage, tmp_path):
+    X, y = _data()
+    booster = _train(QUANTILE, X, y)
+    raw = bytes(booster.save_raw("json"))
+    cached = tmp_path / "h.npz"
+    if damage == "garbage":
+        cached.write_bytes(b"PK\x03\x04 not really a zip")
+    else:
+        forest = Forest.from_json(raw)
+        np.savez(cached, **{name: getattr(forest, name) for name in ("feature", "threshold", "default_left",
+                                                                      "leaf_value", "roots", "tree_depth",
+                                                                      "tree_target", "target_weights",
+                                                                      "base_score")},
+                 left=forest.left + forest.n_nodes, meta=np.array([8, 3]), objective=np.array("x"))
+    with pytest.raises(ValueError):
+        Forest.from_npz(cached)
+    _same(compiled(raw, "h", tmp_path), booster, X)
+    _same(Forest.from_npz(cached), booster, X)  # replaced by a good copy
 
 
 def test_quantile_base_score_is_a_list_in_xgboost_3():

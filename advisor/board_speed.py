@@ -1,0 +1,163 @@
+"""Latency on a board of an architecture no training row came from: scaled by compute throughput.
+
+Trees cannot extrapolate a device feature beyond what training saw. Asked about an ARM board, a
+bundle trained on x86 machines answers as if the board were one of them: ResNet-50 at 224 on a
+Jetson TX2 came out at 57 ms, where one Cortex-A57 core's FP32 peak (2.0 GHz x 8 FLOPs per cycle,
+16 GFLOP/s) cannot do its 8.2 GFLOPs in under half a second. For such a device (no training rows,
+no calibration, an architecture absent from the training machines, and a profile that publishes
+its clock and FP32 FLOPs per cycle), the latency is predicted on the reference machine (the
+training machine with most rows) and scaled:
+
+    latency_board = latency_ref x (G_ref / G_board) x (t_ref / t_board) ** PARALLEL_EXPONENT
+
+  * G_ref: the reference machine's effective FP32 throughput per thread, read from the bundle
+    itself: 2 x MACs of a reference network (ResNet-50 at 224, uncompressed, 1 thread) over its
+    predicted latency there;
+  * G_board: the board's clock x FP32 FLOPs per cycle per core (its profile's `specs`) x
+    `ARM_EFFICIENCY`, the share of NEON peak an inference engine's float kernels reach (an
+    assumption, not a measurement: 0.6);
+  * t: the threads each side runs (at most its cores); the reference's own prediction covers up
+    to its cores, and more threads on the board speed up by (t_ref / t_board) ** 0.85.
+
+The compression ratios (int8 against float, ...) stay the reference machine's: nothing here knows
+how an ARM core's int8 kernels compare. The p10-p90 band is widened to at least `BAND` either
+side of the scaled median. It is a spec-sheet estimate, said so in the answer, until
+`advisor calibrate` measures the board.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from advisor import features as F
+
+#: Share of the NEON FP32 peak whole-network float inference reaches on an ARM core (assumed).
+ARM_EFFICIENCY = 0.6
+#: Extra threads beyond the reference machine's cores speed up as threads ** this.
+PARALLEL_EXPONENT = 0.85
+#: The band is at least this factor either side of the scaled median.
+BAND = 2.5
+#: The network whose predicted latency on the reference machine gives its throughput.
+REFERENCE_NETWORK = "resnet50"
+
+
+@dataclass(frozen=True)
+class BoardScaling:
+    """How one board's latency follows from the reference machine's."""
+
+    board: str
+    reference: str
+    board_gflops: float  # effective FP32 GFLOP/s per thread, from the spec sheet
+    reference_gflops: float  # effective FP32 GFLOP/s per thread, from the bundle's prediction
+    threads_reference: int
+    threads_board: int
+
+    @property
+    def factor(self) -> float:
+        return (self.reference_gflops / self.board_gflops
+                * (self.threads_reference / self.threads_board) ** PARALLEL_EXPONENT)
+
+    def note(self) -> str:
+        return (f"{self.board}: no training row came from this architecture, so the prediction extrapolates: "
+                f"latency is the reference machine's ({self.reference}) scaled by compute: "
+                f"{self.board_gflops:.1f} GFLOP/s per thread from the spec sheet (clock x FP32 FLOPs per cycle x "
+                f"{ARM_EFFICIENCY:g} assumed efficiency) against {self.reference_gflops:.0f} on the reference, "
+                f"×{self.factor:.3g} at {self.threads_board} thread(s); p10–p90 widened to at least "
+                f"÷{BAND:g}/×{BAND:g}. A spec-sheet estimate until the board is measured: add it to devices.toml "
+                f"with profile = \"{self.board}\" and run `advisor calibrate --device NAME`, or check the answer "
+                "with --verify")
+
+
+def _arch(fp: Mapping[str, Any]) -> str | None:
+    machine = fp.get("machine")
+    return F.ARCHES.get(str(machine).lower()) if machine is not None else None
+
+
+def _profile_for(fp: Mapping[str, Any]) -> Any | None:
+    """The shipped board profile whose fingerprint this is, if any."""
+    from advisor import devices
+    from advisor.fingerprint import fingerprint_id
+
+    fid = fingerprint_id(dict(fp))
+    return next((p for p in devices.profiles().values() if p.fingerprint_id == fid), None)
+
+
+def _reference(predictor: Any, by_device: Mapping[str, int]) -> tuple[str, dict] | None:
+    """(name, fingerprint) of the training machine with most rows whose fingerprint is known."""
+    devices = getattr(predictor, "devices_", {}) or {}
+    known = [(by_device.get(name, 0), name) for name, entry in devices.items() if entry.get("fingerprint")]
+    if not known:
+        return None
+    _, name = max(known)
+    return name, dict(devices[name]["fingerprint"])
+
+
+_GFLOPS: dict[tuple[str, str], float] = {}
+
+
+def _reference_gflops(bundle: Any, reference: str) -> float:
+    """Effective FP32 GFLOP/s per thread of the reference machine, from the bundle's own prediction
+    (once per bundle version and machine)."""
+    key = (bundle.version, reference)
+    if key not in _GFLOPS:
+        _GFLOPS[key] = _predicted_gflops(bundle, reference)
+    return _GFLOPS[key]
+
+
+def _predicted_gflops(bundle: Any, reference: str) -> float:
+    from advisor.lookup import resolve_profile
+
+    devices = bundle.predictor.devices_
+    profile = resolve_profile(REFERENCE_NETWORK)
+    X = F.feature_matrix(profile, ["none"], F.device_features(devices[reference]["fingerprint"], 1))
+    latency_ms = float(bundle.predict(X)["latency"][0, 1])
+    return 2.0 * profile.macs / (latency_ms * 1e-3) / 1e9
+
+
+def board_scaling(bundle: Any, fp: Mapping[str, Any], threads: int) -> BoardScaling | None:
+    """How to scale the reference machine's latency to this device, or None where the bundle's own
+    answer stands (a machine it was trained on, an architecture it has rows of, no spec sheet)."""
+    predictor = bundle.predictor
+    arch = _arch(fp)
+    trained = getattr(predictor, "latency_machines_", None)  # columns: the device block less threads
+    if arch is None or trained is None or not len(trained):
+        return None
+    column = [n for n in F.DEVICE_NAMES if n not in ("threads", "thread_share")].index(arch)
+    if bool((np.asarray(trained)[:, column] == 1.0).any()):
+        return None
+    profile = _profile_for(fp)
+    specs = getattr(profile, "specs", None) or {}
+    ghz, flops, cores = specs.get("cpu_max_ghz"), specs.get("cpu_fp32_flops_per_cycle"), specs.get("cpu_cores")
+    if not (ghz and flops and cores):
+        return None
+    by_device = (bundle.card.get("training_data") or {}).get("by_device") or {}
+    found = _reference(predictor, by_device)
+    if found is None:
+        return None
+    name, ref_fp = found
+    ref_cpus = int(ref_fp.get("logical_cpus") or 1)
+    return BoardScaling(board=profile.name, reference=name, board_gflops=float(ghz) * float(flops) * ARM_EFFICIENCY,
+                        reference_gflops=_reference_gflops(bundle, name),
+                        threads_reference=max(1, min(threads, ref_cpus)),
+                        threads_board=max(1, min(threads, int(cores))))
+
+
+def scaled_prediction(bundle: Any, X: np.ndarray, scaling: BoardScaling) -> dict[str, np.ndarray]:
+    """The bundle's predictions for rows X (all on the board), latency from the reference machine's
+    scaled by `scaling`; energy unknown (no power model for the board)."""
+    devices = bundle.predictor.devices_
+    ref_features = F.device_features(devices[scaling.reference]["fingerprint"], scaling.threads_reference)
+    X_ref = np.array(X, dtype=np.float64, copy=True)
+    X_ref[:, F.DEVICE_BLOCK] = np.array([ref_features[n] for n in F.DEVICE_NAMES])
+    pred = dict(bundle.predict(X))
+    latency = np.asarray(bundle.predict(X_ref)["latency"], dtype=np.float64) * scaling.factor
+    median = latency[:, 1]
+    pred["latency"] = np.column_stack([np.minimum(latency[:, 0], median / BAND), median,
+                                       np.maximum(latency[:, 2], median * BAND)])
+    if "energy" in pred:
+        pred["energy"] = np.full_like(latency, np.nan)
+    return pred
