@@ -8,7 +8,7 @@ no calibration, an architecture absent from the training machines, and a profile
 its clock and FP32 FLOPs per cycle), the latency is predicted on the reference machine (the
 training machine with most rows) and scaled:
 
-    latency_board = latency_ref x (G_ref / G_board) x (t_ref / t_board) ** PARALLEL_EXPONENT
+    latency_board = latency_ref(1 thread) x (G_ref / G_board) / t_board ** PARALLEL_EXPONENT
 
   * G_ref: the reference machine's effective FP32 throughput per thread, read from the bundle
     itself: 2 x MACs of a reference network (ResNet-50 at 224, uncompressed, 1 thread) over its
@@ -16,8 +16,9 @@ training machine with most rows) and scaled:
   * G_board: the board's clock x FP32 FLOPs per cycle per core (its profile's `specs`) x
     `ARM_EFFICIENCY`, the share of NEON peak an inference engine's float kernels reach (an
     assumption, not a measurement: 0.6);
-  * t: the threads each side runs (at most its cores); the reference's own prediction covers up
-    to its cores, and more threads on the board speed up by (t_ref / t_board) ** 0.85.
+  * t_board: the threads the board runs (at most its cores), speeding it up by t ** 0.85. The
+    reference is read at one thread: how its own threads scale is its business (a 2-vCPU VM's
+    two threads may share one core), not the board's.
 
 The compression ratios (int8 against float, ...) stay the reference machine's: nothing here knows
 how an ARM core's int8 kernels compare. The p10-p90 band is widened to at least `BAND` either
@@ -37,7 +38,7 @@ from advisor import features as F
 
 #: Share of the NEON FP32 peak whole-network float inference reaches on an ARM core (assumed).
 ARM_EFFICIENCY = 0.6
-#: Extra threads beyond the reference machine's cores speed up as threads ** this.
+#: A board's threads (up to its cores) speed it up as threads ** this.
 PARALLEL_EXPONENT = 0.85
 #: The band is at least this factor either side of the scaled median.
 BAND = 2.5
@@ -53,13 +54,12 @@ class BoardScaling:
     reference: str
     board_gflops: float  # effective FP32 GFLOP/s per thread, from the spec sheet
     reference_gflops: float  # effective FP32 GFLOP/s per thread, from the bundle's prediction
-    threads_reference: int
     threads_board: int
 
     @property
     def factor(self) -> float:
-        return (self.reference_gflops / self.board_gflops
-                * (self.threads_reference / self.threads_board) ** PARALLEL_EXPONENT)
+        """Board latency over the reference machine's single-thread latency."""
+        return self.reference_gflops / self.board_gflops / self.threads_board ** PARALLEL_EXPONENT
 
     def note(self) -> str:
         return (f"{self.board}: no training row came from this architecture, so the prediction extrapolates: "
@@ -138,11 +138,9 @@ def board_scaling(bundle: Any, fp: Mapping[str, Any], threads: int) -> BoardScal
     found = _reference(predictor, by_device)
     if found is None:
         return None
-    name, ref_fp = found
-    ref_cpus = int(ref_fp.get("logical_cpus") or 1)
+    name, _ = found
     return BoardScaling(board=profile.name, reference=name, board_gflops=float(ghz) * float(flops) * ARM_EFFICIENCY,
                         reference_gflops=_reference_gflops(bundle, name),
-                        threads_reference=max(1, min(threads, ref_cpus)),
                         threads_board=max(1, min(threads, int(cores))))
 
 
@@ -150,7 +148,7 @@ def scaled_prediction(bundle: Any, X: np.ndarray, scaling: BoardScaling) -> dict
     """The bundle's predictions for rows X (all on the board), latency from the reference machine's
     scaled by `scaling`; energy unknown (no power model for the board)."""
     devices = bundle.predictor.devices_
-    ref_features = F.device_features(devices[scaling.reference]["fingerprint"], scaling.threads_reference)
+    ref_features = F.device_features(devices[scaling.reference]["fingerprint"], 1)
     X_ref = np.array(X, dtype=np.float64, copy=True)
     X_ref[:, F.DEVICE_BLOCK] = np.array([ref_features[n] for n in F.DEVICE_NAMES])
     pred = dict(bundle.predict(X))
