@@ -118,6 +118,9 @@ SPARSE_STORED_LAYERS = frozenset({"Conv1D", "Conv2D", "Conv3D", "Convolution1D",
 TFLITE_OPS: dict[str, tuple[int, int]] = {
     "SeparableConv2D": (2, 5), "SeparableConv1D": (2, 5), "Activation": (2, 2), "ZeroPadding2D": (1, 2),
     "LayerNormalization": (12, 18), "MultiHeadAttention": (16, 25), "LSTM": (1, 13), "GRU": (29, 63),
+    # A 1-D convolution or pooling runs as its 2-D kernel between EXPAND_DIMS and RESHAPE (measured:
+    # tf 2.21, Conv1D and MaxPooling1D on a (16000, 1) signal).
+    "Conv1D": (3, 6), "MaxPooling1D": (3, 4), "AveragePooling1D": (3, 4),
 }
 #: Operators a dense layer over a sequence becomes with a dynamic batch: the converter computes
 #: the flattened shape (SHAPE, GATHER, REDUCE_PROD, CONCATENATION, PACK), reshapes, runs one

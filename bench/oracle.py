@@ -253,6 +253,17 @@ def report(runs: list[dict], specs: list[str], args, fp: dict, when: str) -> str
         f"{statistics.median([r['time_s']['advisor_in_process'] for r in results]) * 1e3:.1f} ms "
         f"in-process: the advisor is {statistics.median(ratios):,.0f}× faster (median, cold).",
     ]
+    from advisor.candidates import candidate_specs
+
+    weighed = len(candidate_specs())
+    per_candidate = statistics.median([run["oracle_s"] / max(len(run["measured"]) + len(run["failed"]), 1)
+                                       for run in runs])
+    lines.append(
+        f"- Like for like: each cold answer weighed all {weighed} candidates, the oracle measured {len(specs)}. "
+        f"At the oracle's median pace here ({per_candidate:.0f} s a candidate), measuring the {weighed} would "
+        f"take about {weighed * per_candidate / 3600:.1f} h, {weighed * per_candidate / cold_median:,.0f}× the "
+        "cold answer: an extrapolation, and a low one, since the plans left out of the oracle's subset include "
+        "quantization-aware training and distillation, which fine-tune for minutes.")
     lines.append("- Uncompressed latency, predicted p50 [p10–p90] against measured: " + "; ".join(
         f"{run['network']} {b['p50']:.3g} [{b['p10']:.3g}–{b['p90']:.3g}] ms against "
         f"{run['measured']['none']['latency_ms']:.3g} ms"

@@ -252,6 +252,7 @@ def test_a_dense_layer_over_a_sequence_counts_the_operators_it_becomes():
     assert F.unit_ops(seq) == F.SEQUENCE_DENSE_OPS == 9 and F.unit_ops(flat) == 1
     assert F.unit_ops(LayerProfile("ln", "LayerNormalization", 0, 128, ((32, 64),), (32, 64))) == 12
     assert F.unit_ops(LayerProfile("gru", "GRU", 1, 1, ((16, 8),), (8,))) == 1  # its ops loop per step
+    assert F.unit_ops(LayerProfile("c1", "Conv1D", 10, 10, ((100, 4),), (98, 8))) == 3  # EXPAND_DIMS, CONV_2D, RESHAPE
     profile = ModelProfile("m", "f", (32, 64), "float32", 10, "text", (seq, flat))
     assert F.profile_features(profile)["n_dense"] == 10
     assert [u.ops for u in F.executed_units(profile)] == [9, 1]
