@@ -180,6 +180,10 @@ def main() -> int:
         f"{tp['recommend_s'] * 1e3:.1f} ms each | | | |",
         f"| bundle load (`Advisor.load`) | {tp['load_s'] * 1e3:.0f} ms | | | |",
         "",
+        "A bundle's forests load from their compiled copies (`advisor.trees.compiled`: .npz arrays cached "
+        "under $ADVISOR_CACHE/forests by the hash of each verified JSON); only the first process after a new "
+        "bundle parses the JSON (about 100 ms more here).",
+        "",
         f"(d) `python -X importtime` of (b): top-level imports by cumulative time "
         f"(all top-level imports together: {import_total:.0f} ms)",
         "",
