@@ -102,7 +102,9 @@ def device_fingerprint(device: str, predictor: Any) -> tuple[dict, str | None]:
         name = known_as(fingerprint_id(fp))
         if name is not None:
             return dict(devices[name]["fingerprint"]), f"this machine is '{name}' in the training data"
-        return fp, "this machine has no measurements in the training data: the prediction extrapolates"
+        return fp, ("this machine has no measurements in the training data: the prediction extrapolates from "
+                    "the machines it has (`advisor calibrate` measures 20 reference configurations here, a few "
+                    "minutes, and adapts the predictor to this machine; --verify measures one answer)")
     if device in devices:
         return dict(devices[device]["fingerprint"]), None
     from advisor import devices as registry

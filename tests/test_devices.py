@@ -218,6 +218,12 @@ def test_a_profile_name_gives_its_fingerprint_and_says_it_extrapolates():
     assert "no measured rows" in note and "extrapolates" in note and "Jetson TX2" in note
 
 
+def test_a_machine_the_bundle_never_saw_is_told_how_to_calibrate():
+    fp, note = device_fingerprint("local", bundle_with())
+    assert fingerprint_id(fp) == fingerprint_id(collect_fingerprint())
+    assert "no measurements" in note and "extrapolates" in note and "advisor calibrate" in note
+
+
 def test_a_profile_the_bundle_has_rows_for_is_described_as_in_training():
     tx2 = registry.get_profile("jetson_tx2").fingerprint
     trained = dict(tx2, python="3.6.15")  # the same hardware, another Python: the same id
