@@ -49,6 +49,9 @@ def calibrate(
         typer.echo(line)
     typer.echo(f"  saved               {result.path}")
     typer.echo("  `advisor recommend` and `advisor predict` on this device now apply it")
+    typer.echo(f"  deeper              measure the device's own layers and retrain: `advisor campaign "
+               f"plans/adapt-device.toml --device {device} --store DIR`, then `advisor retrain --new DIR` "
+               "(README: Adapting to a device)")
 
 
 def register(app: typer.Typer) -> None:

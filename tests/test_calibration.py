@@ -259,6 +259,7 @@ def test_calibrate_end_to_end_measures_fits_saves_and_refits(capsys, tmp_path, b
     code, out, err = run(capsys, "calibrate", "--plan", plan, "--store", store, "--bundle", bundle_dir, "--refit")
     assert code == 0, err
     assert "calibrated (LOO)" in out and "no energy in the reference rows" in out
+    assert "plans/adapt-device.toml --device local" in out  # where to go for more
     # The answer path now says it is calibrated.
     code, out, err = run(capsys, "predict", "--model", "mobilenet_v2@96", "--technique", "ptq-int8",
                          "--bundle", bundle_dir, "--json")
