@@ -71,6 +71,17 @@ def _text_attention(keras3):
     return keras3.Model(tokens, layers.Dense(2)(layers.GlobalAveragePooling1D()(x)), name="k3_text")
 
 
+def _nested_backbone(keras3):
+    """Transfer learning's shape: a backbone model used as a layer, a new head on top."""
+    layers = keras3.layers
+    inner_in = keras3.Input((16, 16, 3))
+    features = layers.Conv2D(6, 3, activation="relu", name="conv")(layers.BatchNormalization(name="bn")(inner_in))
+    backbone = keras3.Model(inner_in, features, name="backbone")
+    inp = keras3.Input((16, 16, 3))
+    x = layers.GlobalAveragePooling2D()(backbone(layers.Rescaling(1 / 127.5, offset=-1)(inp), training=False))
+    return keras3.Model(inp, layers.Dense(3, activation="softmax")(x), name="k3_transfer")
+
+
 def _inputs(model, rng):
     return [rng.integers(0, 50, (1, *t.shape[1:])).astype("int32") if "int" in str(t.dtype)
             else rng.random((1, *t.shape[1:]), dtype=np.float32) for t in model.inputs]
@@ -78,7 +89,8 @@ def _inputs(model, rng):
 
 @pytest.mark.parametrize("build, suffix", [(_functional_cnn, ".keras"), (_functional_cnn, ".h5"),
                                            (_sequential_mlp, ".keras"), (_two_inputs_shared, ".keras"),
-                                           (_ops_and_hard_activations, ".keras"), (_text_attention, ".keras")])
+                                           (_ops_and_hard_activations, ".keras"), (_text_attention, ".keras"),
+                                           (_nested_backbone, ".keras")])
 def test_keras3_files_rebuild_with_the_same_outputs(keras3, build, suffix, tmp_path, rng):
     model = build(keras3)
     path = tmp_path / f"{model.name}{suffix}"
