@@ -129,6 +129,12 @@ def test_shipped_plans_load_and_cover_what_they_promise():
     kinds = {st.name for c in structural.configs for st in Pipeline.parse(c.technique).steps}
     assert {"lowrank", "distill"} <= kinds
     assert any(Pipeline.parse(c.technique).is_layerwise for c in structural.configs)
+    adapt = load_plan(PLANS / "adapt-device.toml")  # a probe of every kind the per-layer model has
+    kinds = {c.model.split(":")[1] for c in adapt.configs}
+    assert kinds == {"conv_kernel", "depthwise_kernel", "dense_kernel", "eltwise_kernel", "lstm_kernel",
+                     "gru_kernel", "attention_kernel", "sequence_kernel"}
+    assert len(adapt) == 568 and not any(c.model.startswith("sampled:gru_kernel") and c.technique == "ptq-int8"
+                                         for c in adapt.configs)  # the converter crashes on int8 GRU
 
 
 # ---------------------------------------------------------------------------------------------
