@@ -22,8 +22,10 @@ training machine with most rows) and scaled:
 
 The compression ratios (int8 against float, ...) stay the reference machine's: nothing here knows
 how an ARM core's int8 kernels compare. The p10-p90 band is widened to at least `BAND` either
-side of the scaled median. It is a spec-sheet estimate, said so in the answer, until
-`advisor calibrate` measures the board.
+side of the scaled median. It is a spec-sheet estimate, said so in the answer, until the board
+is measured (`plans/adapt-device.toml` and a retraining, or `advisor calibrate`). Checked against
+published Pixel 2 and Pixel 3 TFLite latencies (`bench/board_scaling.py`): a median 1.00x the
+published figure, where the unscaled bundle said 0.088x.
 """
 
 from __future__ import annotations
