@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._report import publish  # noqa: E402
+
 # The phones' big cores: (clock GHz, FP32 FLOPs per cycle) and the threads the figures used.
 PHONES = {
     "pixel2-1-big-core": ("Pixel 2, 1 big core (Kryo 280, Cortex-A73 class, 2.35 GHz)", 2.35, 8, 1),
@@ -129,9 +131,7 @@ def main() -> int:
               f"- Without the scaling (the bundle's own answer for an ARM fingerprint it never saw, the Jetson TX2 "
               f"profile's, at the phone's threads): predicted / published median {np.median(unscaled):.3f}, "
               f"range {min(unscaled):.3f}–{max(unscaled):.3f}."]
-    text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
-    print(text)
+    publish("\n".join(lines) + "\n", args.out)
     return 0
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._report import publish  # noqa: E402
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -75,9 +77,7 @@ def main() -> int:
     for band in ("≤16", "17–31", "32–63", "≥64"):
         if band in by_channels:
             lines.append(f"| {band} | {len(by_channels[band])} | {np.median(by_channels[band]):.1f} |")
-    text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
-    print(text)
+    publish("\n".join(lines) + "\n", args.out)
     return 0
 
 
