@@ -88,7 +88,7 @@ def _profile_for(fp: Mapping[str, Any]) -> Any | None:
     return next((p for p in devices.profiles().values() if p.fingerprint_id == fid), None)
 
 
-def _reference(predictor: Any, by_device: Mapping[str, int]) -> tuple[str, dict] | None:
+def reference_machine(predictor: Any, by_device: Mapping[str, int]) -> tuple[str, dict] | None:
     """(name, fingerprint) of the training machine with most rows whose fingerprint is known."""
     devices = getattr(predictor, "devices_", {}) or {}
     known = [(by_device.get(name, 0), name) for name, entry in devices.items() if entry.get("fingerprint")]
@@ -101,7 +101,7 @@ def _reference(predictor: Any, by_device: Mapping[str, int]) -> tuple[str, dict]
 _GFLOPS: dict[tuple[str, str], float] = {}
 
 
-def _reference_gflops(bundle: Any, reference: str) -> float:
+def reference_gflops(bundle: Any, reference: str) -> float:
     """Effective FP32 GFLOP/s per thread of the reference machine, from the bundle's own prediction
     (once per bundle version and machine)."""
     key = (bundle.version, reference)
@@ -120,9 +120,23 @@ def _predicted_gflops(bundle: Any, reference: str) -> float:
     return 2.0 * profile.macs / (latency_ms * 1e-3) / 1e9
 
 
+_SCALINGS: dict[tuple[str, str, int], BoardScaling | None] = {}
+
+
 def board_scaling(bundle: Any, fp: Mapping[str, Any], threads: int) -> BoardScaling | None:
     """How to scale the reference machine's latency to this device, or None where the bundle's own
-    answer stands (a machine it was trained on, an architecture it has rows of, no spec sheet)."""
+    answer stands (a machine it was trained on, an architecture it has rows of, no spec sheet).
+    Decided once per bundle version, device and thread count: an answer asks for every batch it
+    scores and for its explanation, and a board's answer reads the shipped profiles to decide."""
+    from advisor.fingerprint import fingerprint_id
+
+    key = (bundle.version, fingerprint_id(dict(fp)), int(threads))
+    if key not in _SCALINGS:
+        _SCALINGS[key] = _decide(bundle, fp, threads)
+    return _SCALINGS[key]
+
+
+def _decide(bundle: Any, fp: Mapping[str, Any], threads: int) -> BoardScaling | None:
     predictor = bundle.predictor
     arch = _arch(fp)
     trained = getattr(predictor, "latency_machines_", None)  # columns: the device block less threads
@@ -137,12 +151,12 @@ def board_scaling(bundle: Any, fp: Mapping[str, Any], threads: int) -> BoardScal
     if not (ghz and flops and cores):
         return None
     by_device = (bundle.card.get("training_data") or {}).get("by_device") or {}
-    found = _reference(predictor, by_device)
+    found = reference_machine(predictor, by_device)
     if found is None:
         return None
     name, _ = found
     return BoardScaling(board=profile.name, reference=name, board_gflops=float(ghz) * float(flops) * ARM_EFFICIENCY,
-                        reference_gflops=_reference_gflops(bundle, name),
+                        reference_gflops=reference_gflops(bundle, name),
                         threads_board=max(1, min(threads, int(cores))))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import ModelFileError
+from measure.loading import _one_line
 
 # Keyword arguments every tf-keras layer accepts through its base class.
 _BASE_KWARGS = frozenset({"name", "trainable", "dtype", "dynamic", "input_dim", "input_shape", "batch_input_shape",
@@ -36,8 +37,8 @@ _ACTIVATION_OPS: dict[str, Callable[[Any, Any], Any]] = {
     "leaky_relu": lambda tf, x: tf.nn.leaky_relu(x, alpha=0.2),
     "hard_sigmoid": lambda tf, x: tf.nn.relu6(x + 3.0) * (1.0 / 6.0),
     "hard_silu": lambda tf, x: x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0),
-    "hard_swish": lambda tf, x: x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0),
 }
+_ACTIVATION_OPS["hard_swish"] = _ACTIVATION_OPS["hard_silu"]  # Keras 3's older name for it
 # Keras 3 layer options with no Keras 2 counterpart that do not change what the layer computes
 # at inference (a kernel choice, a dropout seed).
 _IGNORED_KEYS = frozenset({"use_cudnn", "seed", "flash_attention"})
@@ -114,11 +115,6 @@ def load_as_keras2(path: Path, custom_objects: dict[str, Any] | None = None) -> 
 
 class _Untranslatable(Exception):
     """A part of a Keras 3 model with no Keras 2 equivalent (the message names it)."""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:197] + '...' if len(text) > 200 else text}"
 
 
 # ---------------------------------------------------------------------------------------------
