@@ -17,7 +17,7 @@ import numpy as np
 
 from advisor.candidates import candidate_specs
 from advisor.errors import ModelFileError, OptionError
-from advisor.profile import ModelProfile
+from advisor.profile import PROFILER_REVISION, ModelProfile
 from advisor.recommend import TARGETS, Constraints, decide, pessimistic
 
 #: predictor target -> (recommendation target, scale to its unit)
@@ -58,7 +58,7 @@ def profile_for(model: str, input_size: int | None = None) -> ModelProfile:
     if path.suffix.lower() == ".tflite":
         raise ModelFileError(f"{model}: a .tflite file has no layer profile to predict from; give the Keras "
                              "model (or measure the .tflite directly with `advisor measure`)")
-    cached = cache_dir() / "profiles" / f"{_file_digest(path)}.json"
+    cached = cache_dir() / "profiles" / f"{_file_digest(path)}-r{PROFILER_REVISION}.json"
     if cached.exists():
         return ModelProfile.load(cached)
     from advisor.store import write_bytes_atomic

@@ -15,6 +15,10 @@ from pathlib import Path
 from advisor.errors import ModelFileError
 
 PROFILE_VERSION = 1
+#: Revision of how `measure.profiling` reads a Keras model (2: a Bidirectional layer is its two
+#: directions). Part of the key a user's profiled model file is cached under, so a changed reading
+#: profiles the file again; the profile format itself is `PROFILE_VERSION`.
+PROFILER_REVISION = 2
 
 
 @dataclass(frozen=True)

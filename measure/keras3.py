@@ -40,8 +40,9 @@ _ACTIVATION_OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 _ACTIVATION_OPS["hard_swish"] = _ACTIVATION_OPS["hard_silu"]  # Keras 3's older name for it
 # Keras 3 layer options with no Keras 2 counterpart that do not change what the layer computes
-# at inference (a kernel choice, a dropout seed).
-_IGNORED_KEYS = frozenset({"use_cudnn", "seed", "flash_attention"})
+# at inference (a kernel choice, a dropout seed; masked steps' outputs, which tf-keras's
+# Bidirectional sets on the layers it wraps itself).
+_IGNORED_KEYS = frozenset({"use_cudnn", "seed", "flash_attention", "zero_output_for_mask"})
 # Keys a tf-keras layer's from_config requires that Keras 3 keeps elsewhere (None: built on call).
 _REQUIRED_KEYS: dict[str, dict[str, Any]] = {
     "MultiHeadAttention": {"query_shape": None, "key_shape": None, "value_shape": None},
@@ -53,6 +54,8 @@ _OPS: dict[str, str] = {"Add": "add", "Subtract": "subtract", "Multiply": "multi
 # Serialized objects (initializers, regularizers, ...) that only matter for training from scratch.
 _DROPPED_MODULES = ("keras.initializers",)
 _MODEL_CLASSES = frozenset({"Functional", "Model", "Sequential"})
+# Config keys holding a whole layer's config (Bidirectional, TimeDistributed): translated as a layer.
+_WRAPPED_KEYS = ("layer", "backward_layer")
 
 
 def _text(raw: Any) -> str:
@@ -258,11 +261,22 @@ def _make_layer(keras: Any, spec: dict[str, Any], custom_objects: dict[str, Any]
         what = (f"a keras.ops call ({module})" if ".ops." in module
                 else f"class {registered or class_name} ({module})")
         raise _Untranslatable(f"layer {name} is {what}, which Keras 2 has no layer for")
-    config = _layer_config(cls, class_name, spec["config"])
+    config = _layer_config(cls, class_name, _wrapped(keras, spec["config"], custom_objects))
     try:
         return cls.from_config(config)
     except Exception as exc:
         raise _Untranslatable(f"layer {name} ({class_name}): {_one_line(exc)}") from exc
+
+
+def _wrapped(keras: Any, config: dict[str, Any], custom_objects: dict[str, Any]) -> dict[str, Any]:
+    """A wrapper layer's config with the layers it wraps rebuilt for tf-keras and serialized back."""
+    out = dict(config)
+    for key in _WRAPPED_KEYS:
+        inner = out.get(key)
+        if isinstance(inner, dict) and "class_name" in inner and "config" in inner:
+            layer = _make_layer(keras, inner, custom_objects)
+            out[key] = {"class_name": inner["class_name"], "config": layer.get_config()}
+    return out
 
 
 def _op(spec: dict[str, Any]) -> Callable[..., Any] | None:

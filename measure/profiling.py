@@ -161,19 +161,27 @@ def layer_work(layer: Any, inputs: Sequence[Shape], output: Shape) -> Work:
 # Wrappers
 
 
-def _bidirectional(layer: Any, inputs: Sequence[Shape], output: Shape) -> tuple[Any, Work, int]:
-    forward = layer_work(layer.forward_layer, inputs, output)
-    backward = layer_work(layer.backward_layer, inputs, output)
-    return layer.forward_layer, Work(forward.macs + backward.macs), layer.count_params()
+Part = tuple[Any, Work, int, Shape]
+"""One layer as TFLite runs it: (innermost layer, work, parameters, output shape)."""
 
 
-def _time_distributed(layer: Any, inputs: Sequence[Shape], output: Shape) -> tuple[Any, Work, int]:
-    inner, work, params = _unwrap(layer.layer, [s[1:] for s in inputs], output[1:])
+def _bidirectional(layer: Any, inputs: Sequence[Shape], output: Shape) -> list[Part]:
+    # Two recurrent loops, one per direction, whose outputs are merged: profiled as two layers,
+    # since each pays its own per-step operators.
+    parts = []
+    for inner in (layer.forward_layer, layer.backward_layer):
+        units = int(getattr(inner, "units", output[-1] if output else 0))
+        parts.append((inner, layer_work(inner, inputs, output), inner.count_params(), (*output[:-1], units)))
+    return parts
+
+
+def _time_distributed(layer: Any, inputs: Sequence[Shape], output: Shape) -> list[Part]:
     steps = inputs[0][0] if inputs and inputs[0] else 1
-    return inner, Work(work.macs * steps, work.kernel, work.stride, work.groups), params
+    return [(inner, Work(work.macs * steps, work.kernel, work.stride, work.groups), params, output)
+            for inner, work, params, _ in _unwrap(layer.layer, [s[1:] for s in inputs], output[1:])]
 
 
-WRAPPERS: dict[str, Callable[[Any, Sequence[Shape], Shape], tuple[Any, Work, int]]] = {
+WRAPPERS: dict[str, Callable[[Any, Sequence[Shape], Shape], list[Part]]] = {
     "Bidirectional": _bidirectional,
     "TimeDistributed": _time_distributed,
 }
@@ -181,8 +189,8 @@ WRAPPERS: dict[str, Callable[[Any, Sequence[Shape], Shape], tuple[Any, Work, int
 quantization and clustering wrappers) is transparent: the inner layer with the same shapes."""
 
 
-def _unwrap(layer: Any, inputs: Sequence[Shape], output: Shape) -> tuple[Any, Work, int]:
-    """(innermost layer, work, parameters of the network layer, without wrapper bookkeeping)."""
+def _unwrap(layer: Any, inputs: Sequence[Shape], output: Shape) -> list[Part]:
+    """The layers a network layer runs as (one, or a Bidirectional's two), without wrapper bookkeeping."""
     from measure._tf import keras
 
     if isinstance(layer, keras().layers.Wrapper):
@@ -190,7 +198,7 @@ def _unwrap(layer: Any, inputs: Sequence[Shape], output: Shape) -> tuple[Any, Wo
         if special is not None:
             return special(layer, inputs, output)
         return _unwrap(layer.layer, inputs, output)
-    return layer, layer_work(layer, inputs, output), layer.count_params()
+    return [(layer, layer_work(layer, inputs, output), layer.count_params(), output)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,28 +244,28 @@ def _walk(model: Any, prefix: str) -> Iterator[LayerProfile]:
                 "needs a functional or Sequential model built on keras.Input"
             )
         first_inputs: list[Shape] = []
-        first_output: Shape = ()
-        total = Work(0)
+        parts: list[Part] = []
         for n, node in enumerate(nodes):
             inputs = [_dims(t.shape) for t in _flat_tensors(node.keras_inputs)]
             outputs = [_dims(t.shape) for t in _flat_tensors(node.outputs)]
-            output = outputs[0] if outputs else ()
-            inner, work, params = _unwrap(layer, inputs, output)
+            called = _unwrap(layer, inputs, outputs[0] if outputs else ())
             if n == 0:
-                first_inputs, first_output, total = inputs, output, work
-            else:
-                total = Work(total.macs + work.macs, total.kernel, total.stride, total.groups)
-        yield LayerProfile(
-            name=prefix + inner.name,
-            type=type(inner).__name__,
-            macs=int(total.macs),
-            params=int(params),
-            input_shapes=tuple(first_inputs),
-            output_shape=first_output,
-            kernel=total.kernel,
-            stride=total.stride,
-            groups=total.groups,
-        )
+                first_inputs, parts = inputs, called
+            else:  # a shared layer: one profile entry, the work of every call
+                parts = [(inner, Work(w.macs + again[1].macs, w.kernel, w.stride, w.groups), params, out)
+                         for (inner, w, params, out), again in zip(parts, called)]
+        for inner, work, params, output in parts:
+            yield LayerProfile(
+                name=prefix + inner.name,
+                type=type(inner).__name__,
+                macs=int(work.macs),
+                params=int(params),
+                input_shapes=tuple(first_inputs),
+                output_shape=output,
+                kernel=work.kernel,
+                stride=work.stride,
+                groups=work.groups,
+            )
 
 
 def profile_model(keras_model: Any, *, model: str, family: str, domain: str) -> ModelProfile:

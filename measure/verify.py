@@ -40,12 +40,15 @@ def verify_recommendation(rec, *, model: str, device: str, data: str | None, sto
         if value is None:
             continue
         holds[target] = value <= limit if LOWER_IS_BETTER[target] else value >= limit
-    lines = [f"{'target':<18} {'predicted p50':>14} {'measured':>12}"]
+    lines = [f"{'target':<18} {'predicted p50':>14} {'p10-p90':>21} {'measured':>12}  in band"]
     for t in ("latency_ms", "size_mb", "energy_mj", "accuracy_delta_pp"):
-        p, m = predicted.get(t), measured.get(t)
+        p, m, band = predicted.get(t), measured.get(t), rec.predicted.get(t)
         if p is None and m is None:
             continue
-        lines.append(f"{t:<18} {_cell(p):>14} {_cell(m):>12}")
+        digits = 2 if t == "accuracy_delta_pp" else None
+        span = f"{_cell(band['p10'], digits)}-{_cell(band['p90'], digits)}" if band else "n/a"
+        inside = ("yes" if band["p10"] <= m <= band["p90"] else "no") if band and m is not None and m == m else "-"
+        lines.append(f"{t:<18} {_cell(p, digits):>14} {span:>21} {_cell(m, digits):>12}  {inside}")
     for t, ok in holds.items():
         lines.append(f"{t} constraint {'HOLDS' if ok else 'IS BROKEN'} when measured")
     if measured["accuracy_delta_pp"] is None:
@@ -70,6 +73,8 @@ def _zoo_size(model: str) -> int | None:
     return None
 
 
-def _cell(value: float | None) -> str:
-    """A table cell: the value to 4 significant digits, or n/a where there is none."""
-    return "n/a" if value is None or value != value else f"{value:.4g}"
+def _cell(value: float | None, decimals: int | None = None) -> str:
+    """A table cell: the value to 4 significant digits (or to `decimals` places), n/a where there is none."""
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:.4g}" if decimals is None else f"{value + 0.0:.{decimals}f}".replace("-0.00", "0.00")

@@ -82,6 +82,27 @@ def _nested_backbone(keras3):
     return keras3.Model(inp, layers.Dense(3, activation="softmax")(x), name="k3_transfer")
 
 
+def _wrapped_recurrent(keras3):
+    """Wrapper layers: a Bidirectional GRU (its config holds the GRU's) and a TimeDistributed Dense."""
+    layers = keras3.layers
+    tokens = keras3.Input((10,), dtype="int32")
+    x = layers.Conv1D(8, 3, activation="relu")(layers.Embedding(50, 8)(tokens))
+    x = layers.Bidirectional(layers.GRU(6, return_sequences=True), name="bigru")(x)
+    x = layers.TimeDistributed(layers.Dense(4), name="per_step")(x)
+    return keras3.Model(tokens, layers.Dense(3)(layers.GlobalMaxPooling1D()(x)), name="k3_wrapped")
+
+
+def _decoder(keras3):
+    """Segmentation shapes: separable conv, group norm, transposed conv, concat, upsampling."""
+    layers = keras3.layers
+    inp = keras3.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    y = layers.SeparableConv2D(8, 3, padding="same", activation="swish")(layers.MaxPooling2D()(x))
+    y = layers.Conv2DTranspose(8, 3, strides=2, padding="same")(layers.GroupNormalization(groups=4)(y))
+    out = layers.Conv2D(2, 1)(layers.UpSampling2D()(layers.Concatenate()([x, y])))
+    return keras3.Model(inp, out, name="k3_decoder")
+
+
 def _inputs(model, rng):
     return [rng.integers(0, 50, (1, *t.shape[1:])).astype("int32") if "int" in str(t.dtype)
             else rng.random((1, *t.shape[1:]), dtype=np.float32) for t in model.inputs]
@@ -90,7 +111,8 @@ def _inputs(model, rng):
 @pytest.mark.parametrize("build, suffix", [(_functional_cnn, ".keras"), (_functional_cnn, ".h5"),
                                            (_sequential_mlp, ".keras"), (_two_inputs_shared, ".keras"),
                                            (_ops_and_hard_activations, ".keras"), (_text_attention, ".keras"),
-                                           (_nested_backbone, ".keras")])
+                                           (_nested_backbone, ".keras"), (_wrapped_recurrent, ".keras"),
+                                           (_decoder, ".keras")])
 def test_keras3_files_rebuild_with_the_same_outputs(keras3, build, suffix, tmp_path, rng):
     model = build(keras3)
     path = tmp_path / f"{model.name}{suffix}"

@@ -139,8 +139,15 @@ def test_wrappers_and_nested_models_are_looked_through(keras, tiny_cnn, tf):
     seq_in = keras.Input((6, 4))
     bi = keras.layers.Bidirectional(keras.layers.LSTM(3), name="bi")(seq_in)
     bi_profile = profile_model(keras.Model(seq_in, bi), model="b", family="user", domain="other")
-    assert bi_profile.layers[0].type == "LSTM"
-    assert bi_profile.layers[0].macs == 2 * 4 * (4 + 3) * 3 * 6
+    # Two recurrent loops in TFLite, so two layers: each direction's work, weights and output.
+    assert [ly.type for ly in bi_profile.layers] == ["LSTM", "LSTM"]
+    assert [ly.macs for ly in bi_profile.layers] == [4 * (4 + 3) * 3 * 6] * 2
+    assert [ly.output_shape for ly in bi_profile.layers] == [(3,), (3,)]
+    assert bi_profile.params == keras.Model(seq_in, bi).count_params()
+
+    steps = keras.layers.TimeDistributed(keras.layers.Dense(5), name="td")(seq_in)
+    td = profile_model(keras.Model(seq_in, steps), model="t", family="user", domain="other")
+    assert [(ly.type, ly.macs, ly.output_shape) for ly in td.layers] == [("Dense", 6 * 4 * 5, (6, 5))]
 
 
 def test_unknown_input_dimensions_are_refused(keras):
