@@ -5,8 +5,9 @@ bundle trained on x86 machines answers as if the board were one of them: ResNet-
 Jetson TX2 came out at 57 ms, where one Cortex-A57 core's FP32 peak (2.0 GHz x 8 FLOPs per cycle,
 16 GFLOP/s) cannot do its 8.2 GFLOPs in under half a second. For such a device (no training rows,
 no calibration, an architecture absent from the training machines, and a profile that publishes
-its clock and FP32 FLOPs per cycle), the latency is predicted on the reference machine (the
-training machine with most rows) and scaled:
+its clock and FP32 FLOPs per cycle, or a fingerprint that reads its clock and names its cores:
+`spec_sheet`), the latency is predicted on the reference machine (the training machine with
+most rows) and scaled:
 
     latency_board = latency_ref(1 thread) x (G_ref / G_board) / t_board ** PARALLEL_EXPONENT
 
@@ -46,6 +47,70 @@ PARALLEL_EXPONENT = 0.85
 BAND = 2.5
 #: The network whose predicted latency on the reference machine gives its throughput.
 REFERENCE_NETWORK = "resnet50"
+#: FP32 FLOPs per cycle per core (NEON/ASIMD fused multiply-adds: lanes x 2 x pipes) of the ARM
+#: cores a fingerprint names (`advisor.fingerprint.ARM_CORES`), for a board no shipped profile
+#: describes. The same values as the shipped profiles' `cpu_fp32_flops_per_cycle`.
+FP32_FLOPS_PER_CYCLE: dict[str, int] = {
+    "Cortex-A53": 4, "Cortex-A55": 4, "Cortex-A35": 4,
+    "Cortex-A57": 8, "Cortex-A72": 8, "Cortex-A73": 8, "Cortex-A75": 8, "NVIDIA Denver 2": 8,
+    "Cortex-A76": 16, "Cortex-A77": 16, "Cortex-A78": 16, "Cortex-A78AE": 16, "Cortex-X1": 16,
+    "Neoverse-N1": 16, "Cortex-A710": 16, "Neoverse-N2": 16, "NVIDIA Carmel": 16,
+}
+
+
+@dataclass(frozen=True)
+class SpecSheet:
+    """What a board's throughput is estimated from, and where that came from."""
+
+    ghz: float
+    flops_per_cycle: float
+    cores: int
+    source: str  # for the answer's note
+    profile: str | None  # the shipped profile it came from, if any
+
+
+def spec_sheet(fp: Mapping[str, Any]) -> SpecSheet | None:
+    """A board's clock, FP32 FLOPs per cycle and cores: from the shipped profile whose fingerprint
+    this is; else from the fingerprint itself (its fastest core's `cpu_max_mhz` and the FLOPs per
+    cycle of the cores `cpu_model` names), as a board reached over SSH reports it; else from a
+    shipped profile with the same CPU (a memory variant of a profiled board, probed by an agent
+    too old to read the clock). None when none of them says enough."""
+    from advisor import devices
+
+    profile = _profile_for(fp)
+    if profile is not None and _has_specs(profile.specs):
+        return _from_profile(profile, f"the {profile.title} profile's specifications")
+    flops = [v for name, v in FP32_FLOPS_PER_CYCLE.items() if _names_core(fp.get("cpu_model"), name)]
+    cores = fp.get("logical_cpus") or fp.get("online_cpus")
+    if fp.get("cpu_max_mhz") and flops and cores:
+        return SpecSheet(ghz=float(fp["cpu_max_mhz"]) / 1000.0, flops_per_cycle=float(max(flops)), cores=int(cores),
+                         source=f"the board's fingerprint ({fp.get('cpu_model')} at {fp['cpu_max_mhz']} MHz)",
+                         profile=None)
+    same_cpu = [p for p in devices.profiles().values() if _has_specs(p.specs) and fp.get("cpu_model")
+                and p.fingerprint.get("cpu_model") == fp.get("cpu_model")
+                and p.fingerprint.get("machine") == fp.get("machine")]
+    if same_cpu:
+        return _from_profile(same_cpu[0], f"the {same_cpu[0].title} profile's specifications (the same CPU)")
+    return None
+
+
+def _has_specs(specs: Mapping[str, Any] | None) -> bool:
+    return bool(specs and specs.get("cpu_max_ghz") and specs.get("cpu_fp32_flops_per_cycle") and specs.get("cpu_cores"))
+
+
+def _from_profile(profile: Any, source: str) -> SpecSheet:
+    specs = profile.specs
+    return SpecSheet(ghz=float(specs["cpu_max_ghz"]), flops_per_cycle=float(specs["cpu_fp32_flops_per_cycle"]),
+                     cores=int(specs["cpu_cores"]), source=source, profile=profile.name)
+
+
+def _names_core(cpu_model: Any, core: str) -> bool:
+    """Whether a fingerprint's cpu_model ("Cortex-A72", "4x Cortex-A57 + 2x NVIDIA Denver 2") has `core`."""
+    if not cpu_model:
+        return False
+    parts = [part.strip().split("x ", 1)[-1] if part.strip()[:1].isdigit() else part.strip()
+             for part in str(cpu_model).split("+")]
+    return core in parts
 
 
 @dataclass(frozen=True)
@@ -54,6 +119,7 @@ class BoardScaling:
 
     board: str
     reference: str
+    source: str  # where the board's specifications came from
     board_gflops: float  # effective FP32 GFLOP/s per thread, from the spec sheet
     reference_gflops: float  # effective FP32 GFLOP/s per thread, from the bundle's prediction
     threads_board: int
@@ -66,12 +132,11 @@ class BoardScaling:
     def note(self) -> str:
         return (f"{self.board}: no training row came from this architecture, so the prediction extrapolates: "
                 f"latency is the reference machine's ({self.reference}) scaled by compute: "
-                f"{self.board_gflops:.1f} GFLOP/s per thread from the spec sheet (clock x FP32 FLOPs per cycle x "
+                f"{self.board_gflops:.1f} GFLOP/s per thread from {self.source} (clock x FP32 FLOPs per cycle x "
                 f"{ARM_EFFICIENCY:g} assumed efficiency) against {self.reference_gflops:.0f} on the reference, "
                 f"×{self.factor:.3g} at {self.threads_board} thread(s); p10–p90 widened to at least "
-                f"÷{BAND:g}/×{BAND:g}. A spec-sheet estimate until the board is measured: add it to devices.toml "
-                f"with profile = \"{self.board}\" and run `advisor calibrate --device NAME`, or check the answer "
-                "with --verify")
+                f"÷{BAND:g}/×{BAND:g}. A spec-sheet estimate until the board is measured: run "
+                "`advisor calibrate --device NAME` on it (a device in devices.toml), or check the answer with --verify")
 
 
 def _arch(fp: Mapping[str, Any]) -> str | None:
@@ -145,19 +210,19 @@ def _decide(bundle: Any, fp: Mapping[str, Any], threads: int) -> BoardScaling | 
     column = [n for n in F.DEVICE_NAMES if n not in ("threads", "thread_share")].index(arch)
     if bool((np.asarray(trained)[:, column] == 1.0).any()):
         return None
-    profile = _profile_for(fp)
-    specs = getattr(profile, "specs", None) or {}
-    ghz, flops, cores = specs.get("cpu_max_ghz"), specs.get("cpu_fp32_flops_per_cycle"), specs.get("cpu_cores")
-    if not (ghz and flops and cores):
+    sheet = spec_sheet(fp)
+    if sheet is None:
         return None
     by_device = (bundle.card.get("training_data") or {}).get("by_device") or {}
     found = reference_machine(predictor, by_device)
     if found is None:
         return None
     name, _ = found
-    return BoardScaling(board=profile.name, reference=name, board_gflops=float(ghz) * float(flops) * ARM_EFFICIENCY,
+    board = sheet.profile or str(fp.get("board") or fp.get("cpu_model") or "this board")
+    return BoardScaling(board=board, reference=name, source=sheet.source,
+                        board_gflops=sheet.ghz * sheet.flops_per_cycle * ARM_EFFICIENCY,
                         reference_gflops=reference_gflops(bundle, name),
-                        threads_board=max(1, min(threads, int(cores))))
+                        threads_board=max(1, min(threads, sheet.cores)))
 
 
 def scaled_prediction(bundle: Any, X: np.ndarray, scaling: BoardScaling) -> dict[str, np.ndarray]:

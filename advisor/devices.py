@@ -63,7 +63,8 @@ PROFILE_KEYS = ("name", "title", "description", "specs", "energy_sensor", "energ
                 "fingerprint", "sources")
 #: The fields `collect_fingerprint()` returns; a profile's fingerprint has exactly these.
 FINGERPRINT_KEYS = ("fingerprint_version", "cpu_model", "machine", "logical_cpus", "online_cpus", "physical_cores",
-                    "isa_flags", "memory_bytes", "os", "python", "accelerator", "board", "l4t_release")
+                    "isa_flags", "memory_bytes", "os", "python", "accelerator", "board", "l4t_release",
+                    "cpu_max_mhz")
 CONFIG_KEYS = ("default", "devices")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9_.-]*)$")

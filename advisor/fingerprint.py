@@ -63,7 +63,9 @@ def collect_fingerprint(root="/", probe_commands=None):
 
     Returns:
         A JSON-ready dict: fingerprint_version, cpu_model, machine, logical_cpus, online_cpus,
-        physical_cores, isa_flags, memory_bytes, os, python, accelerator, board, l4t_release.
+        physical_cores, isa_flags, memory_bytes, os, python, accelerator, board, l4t_release,
+        cpu_max_mhz (the fastest core's top clock from cpufreq: what a board's throughput is
+        estimated from before it is measured; None in most virtual machines).
         A field that cannot be found is None, never guessed.
     """
     host = os.path.abspath(root) == "/"
@@ -90,6 +92,7 @@ def collect_fingerprint(root="/", probe_commands=None):
         "accelerator": jetson or _summarise(gpus),
         "board": board,
         "l4t_release": f"R{release.group(1)}.{release.group(2)}" if release else None,
+        "cpu_max_mhz": _max_mhz(root),
     }
 
 
@@ -196,6 +199,21 @@ def _physical_cores(root, processors):
         return len(sets)
     pairs = {(p.get("physical id"), p.get("core id")) for p in processors if "core id" in p}
     return len(pairs) or None
+
+
+def _max_mhz(root):
+    """The highest `cpuinfo_max_freq` (kHz) over the CPUs, in MHz; None without cpufreq."""
+    base = os.path.join(root, "sys/devices/system/cpu")
+    try:
+        cpus = [d for d in os.listdir(base) if re.match(r"cpu\d+$", d)]
+    except OSError:
+        return None
+    best = None
+    for cpu in cpus:
+        text = _read(root, "sys/devices/system/cpu/{}/cpufreq/cpuinfo_max_freq".format(cpu))
+        if text and text.isdigit() and (best is None or int(text) > best):
+            best = int(text)
+    return int(round(best / 1000.0)) if best else None
 
 
 def _jetson(root, board):

@@ -103,7 +103,8 @@ def main() -> int:
     ratios, inside, unscaled, seen = [], [], [], set()
     for row in rows:
         title, ghz, flops, threads = PHONES[row["phone"]]
-        scaling = S.BoardScaling(board=title, reference=reference, board_gflops=ghz * flops * S.ARM_EFFICIENCY,
+        scaling = S.BoardScaling(board=title, reference=reference, source="its published clock and cores",
+                                 board_gflops=ghz * flops * S.ARM_EFFICIENCY,
                                  reference_gflops=ref_gflops, threads_board=threads)
         try:
             profile = resolve_profile(row["zoo"])

@@ -24,6 +24,7 @@ from advisor.api import Advisor, Recommendation, profile_for
 from advisor.cli import main
 from advisor.errors import ModelFileError, OptionError
 from advisor.predictor import Predictor
+from advisor.profile import PROFILER_REVISION
 from advisor.techniques import Pipeline
 
 REPO = Path(__file__).resolve().parent.parent
@@ -309,7 +310,7 @@ def test_a_profile_path_that_is_not_text_is_exit_2(capsys, tmp_path, bundle_dir)
 @pytest.mark.tf
 def test_a_model_file_is_profiled_once_and_cached_by_file_hash(tmp_path, bundle_dir, tiny_keras_file):
     first = profile_for(str(tiny_keras_file))
-    cached = tmp_path / "cache" / "profiles" / f"{api._file_digest(tiny_keras_file)}.json"
+    cached = tmp_path / "cache" / "profiles" / f"{api._file_digest(tiny_keras_file)}-r{PROFILER_REVISION}.json"
     assert cached.is_file()
     assert [p.name for p in cached.parent.iterdir()] == [cached.name]
     assert first.macs == 14 * 14 * 4 * 3 * 3 * 3 + 4 * 3 and first.params == 3 * 3 * 3 * 4 + 4 + 4 * 3 + 3

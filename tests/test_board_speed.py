@@ -78,3 +78,51 @@ def test_the_answer_says_it_is_a_spec_sheet_estimate(capsys, x86_only):
     out = capsys.readouterr().out
     assert code == 0
     assert "scaled by compute" in out and "raspberry_pi_4" in out and "advisor calibrate" in out
+
+
+def _probed_pi(root, max_khz):
+    """A Raspberry Pi 4 (8 GB, so no shipped profile's fingerprint) as the agent reads it over SSH."""
+    from test_fingerprint import write
+
+    core = ("processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+            "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n")
+    cpus = "\n".join(core.format(n=n) for n in range(4))
+    write(root / "proc/cpuinfo", cpus + "\nModel\t\t: Raspberry Pi 4 Model B Rev 1.5\n")
+    write(root / "proc/meminfo", "MemTotal:        7999788 kB\n")
+    write(root / "proc/device-tree/model", "Raspberry Pi 4 Model B Rev 1.5\x00")
+    write(root / "sys/devices/system/cpu/present", "0-3\n")
+    for n, khz in enumerate(max_khz):
+        if khz:
+            write(root / f"sys/devices/system/cpu/cpu{n}/cpufreq/cpuinfo_max_freq", f"{khz}\n")
+    from advisor.fingerprint import collect_fingerprint
+
+    return dict(collect_fingerprint(root=str(root)), machine="aarch64")  # `machine` is the interpreter's
+
+
+def test_a_probed_board_without_a_profile_is_scaled_from_its_own_fingerprint(x86_only, tmp_path):
+    fp = _probed_pi(tmp_path / "pi", [1800000, 1800000, 1500000, 1800000])
+    assert fp["cpu_model"] == "Cortex-A72" and fp["cpu_max_mhz"] == 1800
+    assert S._profile_for(fp) is None  # 8 GB: not the shipped raspberry_pi_4 (4 GB) fingerprint
+    scaling = S.board_scaling(x86_only, fp, threads=2)
+    assert scaling is not None and scaling.threads_board == 2
+    assert scaling.board_gflops == pytest.approx(1.8 * S.FP32_FLOPS_PER_CYCLE["Cortex-A72"] * S.ARM_EFFICIENCY)
+    assert "fingerprint" in scaling.source and "1800 MHz" in scaling.note()
+
+
+def test_without_a_clock_a_probed_board_takes_the_specs_of_a_profile_with_its_cpu(x86_only, tmp_path):
+    fp = _probed_pi(tmp_path / "pi", [None] * 4)  # no cpufreq (an old kernel, or a VM)
+    assert fp["cpu_max_mhz"] is None
+    scaling = S.board_scaling(x86_only, fp, threads=1)
+    pi4 = registry.get_profile("raspberry_pi_4").specs
+    assert scaling.board == "raspberry_pi_4" and "the same CPU" in scaling.source
+    peak = pi4["cpu_max_ghz"] * pi4["cpu_fp32_flops_per_cycle"]
+    assert scaling.board_gflops == pytest.approx(peak * S.ARM_EFFICIENCY)
+
+
+def test_a_mixed_cpu_is_rated_by_its_fastest_cores():
+    assert S._names_core("4x Cortex-A57 + 2x NVIDIA Denver 2", "NVIDIA Denver 2")
+    assert S._names_core("4x Cortex-A55 + 4x Cortex-A76", "Cortex-A76")
+    assert not S._names_core("4x Cortex-A55 + 4x Cortex-A76", "Cortex-A7")
+    sheet = S.spec_sheet({"cpu_model": "4x Cortex-A55 + 4x Cortex-A76", "cpu_max_mhz": 2400, "logical_cpus": 8,
+                          "machine": "aarch64"})
+    assert sheet.flops_per_cycle == S.FP32_FLOPS_PER_CYCLE["Cortex-A76"] and sheet.ghz == 2.4 and sheet.cores == 8

@@ -17,7 +17,7 @@ from advisor.fingerprint import ISA_FLAGS, collect_fingerprint, fingerprint_id
 
 SOURCE = Path(fingerprint.__file__)
 KEYS = {"fingerprint_version", "cpu_model", "machine", "logical_cpus", "online_cpus", "physical_cores",
-        "isa_flags", "memory_bytes", "os", "python", "accelerator", "board", "l4t_release"}
+        "isa_flags", "memory_bytes", "os", "python", "accelerator", "board", "l4t_release", "cpu_max_mhz"}
 
 
 def write(path, text):
@@ -70,6 +70,8 @@ def make_tx2(root, model="quill", online=(0, 1, 2, 3, 4, 5)):
         write(cpu / f"cpu{n}/topology/thread_siblings_list", f"{n}\n")
         write(cpu / f"cpu{n}/topology/core_id", f"{n}\n")
         write(cpu / f"cpu{n}/topology/physical_package_id", f"{1 if n in (1, 2) else 0}\n")
+        write(cpu / f"cpu{n}/cpufreq/cpuinfo_max_freq", "2035200\n")
+        write(cpu / f"cpu{n}/cpufreq/cpuinfo_min_freq", "345600\n")
     return root
 
 
@@ -94,6 +96,7 @@ def test_fake_jetson_tx2(tmp_path, model):
     assert fp["accelerator"] == "NVIDIA Tegra X2 (Pascal iGPU)"
     assert fp["board"] == model
     assert fp["l4t_release"] == "R32.7.1"
+    assert fp["cpu_max_mhz"] == 2035  # the fastest core's cpufreq ceiling (kHz in sysfs)
 
 
 def test_tx2_id_does_not_depend_on_the_model_string(tmp_path):
@@ -152,7 +155,7 @@ def test_x86_cpuinfo_counts_cores_not_threads(tmp_path):
 def test_empty_tree_gives_none_not_guesses(tmp_path):
     fp = collect_fingerprint(root=str(tmp_path))
     for key in ("cpu_model", "logical_cpus", "online_cpus", "physical_cores", "memory_bytes", "accelerator",
-                "board", "l4t_release"):
+                "board", "l4t_release", "cpu_max_mhz"):
         assert fp[key] is None, key
     assert fp["isa_flags"] == []
 
