@@ -7,8 +7,11 @@ Beside it travel three stdlib-only files of this project: `timing.py`, `energy.p
 are copied to a folder and run as `python3 agent.py`.
 
     agent.py run JOB.json     time (interleaved), evaluate, read energy; JSON on stdout
-    agent.py mem MODEL.tflite THREADS RUNS
+    agent.py mem MODEL.tflite THREADS RUNS [TOKEN_MAX]
                               peak memory of a fresh process holding one model
+
+An integer (token) input is fed ids in 1..TOKEN_MAX-1 (the job's "token_max": the smallest
+vocabulary of the model's embeddings; default 1000).
 
 Keep this file valid Python 3.6: a Jetson TX2 stops at JetPack 4.6.
 """
@@ -27,6 +30,8 @@ except ImportError:  # on a device: the bundle's files sit side by side
     import energy  # noqa: E402
     import fingerprint  # noqa: E402
     import timing  # noqa: E402
+
+TOKEN_MAX = 1000
 
 INTERPRETERS = (
     ("ai-edge-litert", "ai_edge_litert.interpreter"),
@@ -180,14 +185,15 @@ class Runner(object):
         return y.reshape(-1)
 
 
-def _sample_input(runner, eval_x, seed=0):
+def _sample_input(runner, eval_x, seed=0, token_max=TOKEN_MAX):
     import numpy as np
 
     if eval_x is not None and len(eval_x):
         return runner.prepare(eval_x[0])
     rng = np.random.RandomState(seed)
     if np.issubdtype(runner.inp["dtype"], np.integer) and not runner.inp["quantization"][0]:
-        return rng.randint(1, 1000, size=runner.input_shape).astype(runner.inp["dtype"])
+        # Token ids an embedding can look up: one past its vocabulary fails GATHER on the board.
+        return rng.randint(1, max(2, int(token_max)), size=runner.input_shape).astype(runner.inp["dtype"])
     return runner.prepare(rng.uniform(0, 1, size=runner.input_shape).astype("float32"))
 
 
@@ -227,7 +233,8 @@ def run_job(job):
     idle_w = None
     if sensor is not None:
         idle_w = energy.measure_idle_power(sensor, seconds=float(job.get("idle_s", 2.0)))
-    inputs = dict((label, _sample_input(r, eval_x)) for label, r in runners)
+    token_max = int(job.get("token_max", TOKEN_MAX))
+    inputs = dict((label, _sample_input(r, eval_x, token_max=token_max)) for label, r in runners)
     calls = [(label, _bind(r, inputs[label])) for label, r in runners]
     policy = timing.TimingPolicy(**job.get("policy", {}))
     cpu0, wait0, wall0 = _cpu_jiffies(), _runqueue_wait_ns(), time.monotonic()
@@ -266,7 +273,7 @@ def _bind(runner, prepared):
     return call
 
 
-def memory(path, threads, runs):
+def memory(path, threads, runs, token_max=TOKEN_MAX):
     """Peak memory of this (fresh) process with one model loaded and run `runs` times."""
     interpreter_class, _ = load_interpreter_class()
     import numpy as np  # noqa: F401 - imported before the baseline reading, as the runner needs it
@@ -280,7 +287,7 @@ def memory(path, threads, runs):
     rss_allocated = _rss_bytes()
     r.inp = r.interpreter.get_input_details()[0]
     r.out = r.interpreter.get_output_details()[0]
-    x = _sample_input(r, None)
+    x = _sample_input(r, None, token_max=token_max)
     for _ in range(max(1, runs)):
         r.run(x)
     return {
@@ -298,8 +305,8 @@ def main(argv=None):
         with open(argv[1]) as f:
             job = json.load(f)
         out = run_job(job)
-    elif argv and argv[0] == "mem" and len(argv) == 4:
-        out = memory(argv[1], int(argv[2]), int(argv[3]))
+    elif argv and argv[0] == "mem" and len(argv) in (4, 5):
+        out = memory(argv[1], int(argv[2]), int(argv[3]), *(int(a) for a in argv[4:]))
     else:
         sys.stderr.write(__doc__)
         return 2

@@ -86,8 +86,8 @@ class LocalDevice:
         job_path.write_text(json.dumps(job))
         return self._agent(["run", str(job_path)])
 
-    def memory(self, tflite_path: Path, threads: int, runs: int = 5) -> dict:
-        return self._agent(["mem", str(tflite_path), str(threads), str(runs)])
+    def memory(self, tflite_path: Path, threads: int, runs: int = 5, token_max: int = 1000) -> dict:
+        return self._agent(["mem", str(tflite_path), str(threads), str(runs), str(int(token_max))])
 
 
 from measure.ssh import SshDevice  # noqa: E402 - it imports DeviceError from here

@@ -20,7 +20,8 @@ import numpy as np
 
 import advisor
 from advisor import fingerprint
-from advisor.errors import AdvisorError, OptionError
+from advisor.errors import AdvisorError, OptionError, UnsupportedError
+from advisor.limits import blocked
 from advisor.profile import ModelProfile
 from advisor.store import SCHEMA_VERSION, Store, config_id, utc_now_iso
 from advisor.techniques import Pipeline
@@ -191,15 +192,18 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
     blobs: dict[str, tuple[Pipeline, bytes, str, list[str]]] = {}
     outcomes: list[Measurement | AdvisorError | None] = [None] * len(pipelines)
     eval_x = eval_y = None
+    token_max = ds_mod.TEXT_VOCAB_SIZE  # token ids fed to an integer input stay below it
     if resolved.keras_model is not None:
         kmodel = resolved.keras_model
         profile = profile_model(kmodel, model=resolved.key, family=resolved.family, domain=resolved.domain)
+        token_max = embedding_vocab(kmodel) or token_max
         input_shape = tuple(int(d) for d in kmodel.inputs[0].shape[1:])
         input_dtype = kmodel.inputs[0].dtype.name
         model_classes = int(kmodel.outputs[0].shape[-1])
         fitted = None
         if data is not None:
-            fitted = ds_mod.fit_to_model(data, input_shape, input_dtype, model_classes=model_classes)
+            fitted = ds_mod.fit_to_model(data, input_shape, input_dtype, vocab_size=token_max,
+                                         model_classes=model_classes)
             train = TrainData(fitted.x_train, fitted.y_train, f"dataset:{fitted.name}")
             if settings.pretrain_epochs:
                 if resolved.kind == "file":
@@ -212,7 +216,7 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
             eval_x = fitted.x_test[: settings.eval_samples]
             eval_y = fitted.y_test[: settings.eval_samples]
         else:
-            rnd = ds_mod.random_dataset(input_shape, input_dtype, model_classes,
+            rnd = ds_mod.random_dataset(input_shape, input_dtype, model_classes, vocab_size=token_max,
                                         n=min(256, settings.finetune_samples), seed=settings.seed)
             train = TrainData(rnd.x_train, rnd.y_train, "random")
             representative = ds_mod.representative_samples(rnd, n=100, seed=settings.seed)
@@ -245,6 +249,10 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
 
         for i, pipeline in enumerate(pipelines):
             if pipeline.is_baseline:
+                continue
+            why_not = blocked(profile, pipeline)
+            if why_not is not None:  # some of these would take the process down in native code
+                outcomes[i] = UnsupportedError(f"{pipeline.spec} cannot be applied to {resolved.key}: {why_not}")
                 continue
             say(f"applying {pipeline.spec}" + (" (fine-tuning)" if pipeline.needs_finetune else ""))
             try:
@@ -282,7 +290,7 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
     work = Path(tempfile.mkdtemp(prefix="advisor-measure-"))
     try:
         result, mems = _run_on_device(device, work, base_bytes, {k: v[1] for k, v in blobs.items()}, settings,
-                                      eval_x, say)
+                                      eval_x, say, token_max)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -397,8 +405,22 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
     return [o for o in outcomes if o is not None]
 
 
+def embedding_vocab(keras_model) -> int | None:
+    """The smallest vocabulary (`input_dim`) of the model's embeddings, nested models included:
+    token ids fed to the model must stay below it. None without an embedding."""
+    dims = []
+    for layer in getattr(keras_model, "layers", []):
+        inner = getattr(layer, "layer", None)  # wrappers (pruning, quantization) hold the layer
+        if hasattr(layer, "layers"):
+            dims.append(embedding_vocab(layer))
+        elif type(layer).__name__ == "Embedding" or type(inner).__name__ == "Embedding":
+            dims.append(int((inner if inner is not None else layer).input_dim))
+    dims = [d for d in dims if d]
+    return min(dims) if dims else None
+
+
 def _run_on_device(device, work: Path, base_bytes: bytes, blobs: dict[str, bytes], settings: MeasureSettings,
-                   eval_x, say) -> tuple[dict, dict]:
+                   eval_x, say, token_max: int) -> tuple[dict, dict]:
     """Write the job's files to `work`, run the agent there, read peak memory per model."""
     (work / "baseline.tflite").write_bytes(base_bytes)
     models = [{"label": "baseline", "path": str(work / "baseline.tflite")}]
@@ -406,7 +428,7 @@ def _run_on_device(device, work: Path, base_bytes: bytes, blobs: dict[str, bytes
         (work / f"{label}.tflite").write_bytes(blob)
         models.append({"label": label, "path": str(work / f"{label}.tflite")})
     job = {"models": models, "threads": settings.threads, "policy": settings.policy(),
-           "energy": settings.energy, "idle_s": settings.idle_s}
+           "energy": settings.energy, "idle_s": settings.idle_s, "token_max": int(token_max)}
     if eval_x is not None:
         np.savez(work / "eval.npz", x=eval_x)
         job["eval"] = {"npz": str(work / "eval.npz"), "max_samples": settings.eval_samples}
@@ -414,7 +436,7 @@ def _run_on_device(device, work: Path, base_bytes: bytes, blobs: dict[str, bytes
         + (" and evaluating" if eval_x is not None else ""))
     result = device.run(work, job)
     say("reading peak memory")
-    mems = {m["label"]: device.memory(Path(m["path"]), settings.threads) for m in models}
+    mems = {m["label"]: device.memory(Path(m["path"]), settings.threads, token_max=int(token_max)) for m in models}
     return result, mems
 
 

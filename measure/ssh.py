@@ -275,10 +275,11 @@ class SshDevice:
                               f"{fingerprint.fingerprint_id(got)}): measure again")
         return result
 
-    def memory(self, tflite_path: Path, threads: int, runs: int = 5) -> dict:
+    def memory(self, tflite_path: Path, threads: int, runs: int = 5, token_max: int = 1000) -> dict:
         """Peak memory of a fresh agent process on the board holding only this model."""
         return self._call({"model.tflite": Path(tflite_path)},
-                          ["agent.py", "mem", "model.tflite", str(int(threads)), str(int(runs))], "reading peak memory")
+                          ["agent.py", "mem", "model.tflite", str(int(threads)), str(int(runs)), str(int(token_max))],
+                          "reading peak memory")
 
 
 # At the end, not the top: measure.devices registers SshDevice by importing this module, and

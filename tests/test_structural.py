@@ -195,3 +195,20 @@ def test_structural_plans_are_timed_against_the_network_they_built(keras):
     assert 0 < distilled.row["latency_ratio_to_baseline"] < 10
     assert "latency ratio against distill:0.5" in distilled.row["notes"]
     assert student[0]["size_bytes"] < distilled.baseline["size_bytes"]
+
+
+def test_a_small_vocabulary_text_model_is_fed_token_ids_it_can_look_up(keras, tmp_path):
+    """Calibration data, timing and memory feed token ids below the model's own vocabulary: ids up
+    to the default 10,000 made an Embedding(20) fail GATHER once converted to int8."""
+    from measure.devices import LocalDevice
+    from measure.runner import MeasureSettings, embedding_vocab, measure_many
+
+    tokens = keras.Input((6,), dtype="int32")
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(tokens))
+    model = keras.Model(tokens, keras.layers.Dense(2)(x))
+    assert embedding_vocab(model) == 20
+    path = tmp_path / "tokens.keras"
+    model.save(path)
+    fast = MeasureSettings(energy=False, idle_s=0.0, min_runs=3, time_cap_s=2.0, min_rounds=2, max_rounds=3)
+    (out,) = measure_many(str(path), ["ptq-int8"], LocalDevice(), fast)
+    assert out.row["status"] == "ok" and out.row["latency_ms_median"] > 0
