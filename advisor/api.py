@@ -63,11 +63,13 @@ def profile_for(model: str, input_size: int | None = None) -> ModelProfile:
         return ModelProfile.load(cached)
     from advisor.store import write_bytes_atomic
     from measure.loading import resolve_model  # the one step that imports TensorFlow
-    from measure.profiling import profile_model
+    from measure.profiling import profile_model, with_float_file
 
     resolved = resolve_model(model)
     profile = profile_model(resolved.keras_model, model=resolved.key, family=resolved.family,
                             domain=resolved.domain)
+    # The uncompressed file's size is a fact one conversion gives: known, not predicted.
+    profile = with_float_file(profile, resolved.keras_model, "random" if resolved.weights == "random" else "trained")
     write_bytes_atomic(cached, profile.to_json().encode())
     return profile
 
@@ -181,6 +183,10 @@ class Advisor:
         if search not in SEARCH_MODES:
             raise OptionError(f"unknown --search '{search}' (valid: {', '.join(SEARCH_MODES)})")
         specs = list(candidate_specs())
+        from advisor.limits import blocked
+
+        cannot = {spec: why for spec in specs if (why := blocked(profile, spec)) is not None}
+        specs = [spec for spec in specs if spec not in cannot]
         searched = None
         if search == "layerwise":
             from advisor.search import search_layerwise
@@ -215,6 +221,9 @@ class Advisor:
 
         calibration, calibration_note = self.calibration(fp, threads)
         explanation += device_notes(device_note, calibration, calibration_note)
+        for why in dict.fromkeys(cannot.values()):
+            n = sum(1 for w in cannot.values() if w == why)
+            explanation.append(f"left out {n} plan(s) the tools cannot apply here: {why}")
         if family_rows == 0:
             explanation.append(f"warning: no measured rows of the {profile.family} family: the prediction "
                                "extrapolates from other architectures")

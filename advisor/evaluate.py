@@ -171,6 +171,8 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
     proxy: list[tuple[np.ndarray, np.ndarray]] = []
     n_folds = int(fold.max()) + 1 if len(fold) and not notes else 0
     probe = _probes(rows)  # never scored, whatever the split
+    # A held-out network's float file is what profiling it converts: its own uncompressed rows'.
+    files = F.float_files(rows)
     for k in range(n_folds):
         train_rows, test_rows = rows[fold != k], rows[(fold == k) & ~probe]
         if len(test_rows) == 0:
@@ -180,7 +182,8 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
         except OptionError as exc:
             notes.append(f"fold {k + 1}/{n_folds} not evaluated: {exc}")
             continue
-        train, test = prepare(train_rows, profiles, fingerprints), prepare(test_rows, profiles, fingerprints)
+        train = prepare(train_rows, profiles, fingerprints, files)
+        test = prepare(test_rows, profiles, fingerprints, files)
         if len(test) == 0:
             continue
         pred = model.predict(test.X)

@@ -187,8 +187,9 @@ TECHNIQUE_NAMES = _technique_names()
 STRUCTURE_NAMES = _structure_names()
 DEVICE_NAMES = ("threads", "logical_cpus", "physical_cores", "thread_share", "memory_gib", "accelerator",
                 "arch_x86_64", "arch_aarch64", "arch_arm32", *(f"isa_{f}" for f in ISA_FEATURES))
-CONTEXT_NAMES = ("source_published", "weights_random")
-DERIVED_NAMES = ("param_bytes", "param_nonzero", "param_sparse", "sparse_tensors", "channels_bias")
+CONTEXT_NAMES = ("source_published", "weights_random", "float_file_bytes", "float_file_random")
+DERIVED_NAMES = ("param_bytes", "param_nonzero", "param_sparse", "sparse_tensors", "channels_bias",
+                 "float_file_excess")
 #: Steps that train the network (fine-tuning, a student, a factorised network's recovery): after
 #: them a random-weight network's biases are no longer zero.
 TRAINING_STEPS = tuple(f"has_{_key(cls.name)}" for cls in TECHNIQUES if cls.needs_finetune or cls.structural)
@@ -767,6 +768,11 @@ def fill_derived(X: np.ndarray) -> np.ndarray:
     trained = ~(np.nan_to_num(X[:, INDEX["weights_random"]]) > 0)
     trained |= np.nan_to_num(X[:, [INDEX[c] for c in TRAINING_STEPS]]).any(axis=1)
     X[:, INDEX["channels_bias"]] = np.where(trained, X[:, INDEX["channels_weighted"]], 0.0)
+    # The float file's bytes beyond its weights, per TFLite tensor: names, shapes and operator
+    # bookkeeping, which a quantized file repeats for each tensor it adds (a float16 file a
+    # dequantize operator and tensor per weight).
+    tensors = np.maximum(np.nan_to_num(X[:, INDEX["tflite_tensors"]]), 1.0)
+    X[:, INDEX["float_file_excess"]] = (X[:, INDEX["float_file_bytes"]] - 4.0 * weights) / tensors
     return X
 
 
@@ -809,7 +815,33 @@ def feature_matrix(profile: ModelProfile | np.ndarray, pipelines: Sequence[Pipel
         X[:, PROFILE_BLOCK] = np.stack([b[0] for b in blocks])[index]
     X[:, TECHNIQUE_BLOCK] = np.stack([b[1] for b in blocks])[index]
     X[:, STRUCTURE_BLOCK] = np.stack([b[2] for b in blocks])[index]
+    _float_file(X, profile if isinstance(profile, ModelProfile) else None)
     return fill_derived(X)
+
+
+#: The context columns about the row itself (not its network's file): what the accuracy booster reads.
+_ROW_CONTEXT = np.array([INDEX["source_published"], INDEX["weights_random"]])
+
+
+def _float_file(X: np.ndarray, profile: ModelProfile | None) -> None:
+    """Fill the float-file columns of rows X of one network from its profile, where it records its
+    converted float file: NaN (unknown) otherwise, and on rows whose structural steps build another
+    network, whose file nobody converted."""
+    X[:, INDEX["float_file_bytes"]] = np.nan
+    X[:, INDEX["float_file_random"]] = np.nan
+    if profile is None or not profile.tflite_bytes:
+        return
+    own = ~has_structure(X)
+    X[own, INDEX["float_file_bytes"]] = float(profile.tflite_bytes)
+    X[own, INDEX["float_file_random"]] = float(profile.tflite_weights == "random")
+
+
+def has_structure(X: np.ndarray) -> np.ndarray:
+    """Per row: a structural step (distillation, factorisation) built another network."""
+    return np.nan_to_num(X[:, _STRUCTURAL_HAS]).any(axis=1) if _STRUCTURAL_HAS.size else np.zeros(len(X), bool)
+
+
+_STRUCTURAL_HAS = np.array([INDEX[f"has_{_key(cls.name)}"] for cls in TECHNIQUES if cls.structural], dtype=np.int64)
 
 
 def as_baseline(X: np.ndarray) -> np.ndarray:
@@ -824,7 +856,7 @@ def technique_only(X: np.ndarray) -> np.ndarray:
     """X with every column outside the technique, structure and context blocks set to 0: what a
     booster that must not tell networks or devices apart reads (the accuracy change; see
     `advisor.predictor`). The context (`source_published`) stays: published rows are told apart."""
-    return _keeping(X, TECHNIQUE_BLOCK, STRUCTURE_BLOCK, CONTEXT_BLOCK)
+    return _keeping(X, TECHNIQUE_BLOCK, STRUCTURE_BLOCK, _ROW_CONTEXT)
 
 
 def _keeping(X: np.ndarray, *columns: slice | np.ndarray) -> np.ndarray:
@@ -839,7 +871,7 @@ def _keeping(X: np.ndarray, *columns: slice | np.ndarray) -> np.ndarray:
 #: Columns that tell how a row's file stores its weights, not how fast it runs: the timing
 #: boosters read them as 0 (a split on `weights_random` would send every trained network a user
 #: brings down the branch of the few small networks the accuracy campaigns trained).
-STORAGE_ONLY_NAMES = ("weights_random", "channels_bias")
+STORAGE_ONLY_NAMES = ("weights_random", "channels_bias", "float_file_bytes", "float_file_random", "float_file_excess")
 _STORAGE_ONLY = np.array([INDEX[n] for n in STORAGE_ONLY_NAMES])
 
 
@@ -924,18 +956,35 @@ def row_fingerprint(row: Mapping[str, Any], fingerprints: Mapping[str, Mapping[s
     return {k: plain_value(row.get(k)) for k in ROW_DEVICE_FIELDS}
 
 
+def float_files(rows: Any) -> dict[tuple[str, bool], float]:
+    """(profile digest, random weights) -> the float file's bytes, from the measured uncompressed
+    rows (technique "none", status ok): what profiling the network would have converted."""
+    out: dict[tuple[str, bool], float] = {}
+    records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    for r in records:
+        size = plain_value(r.get("size_bytes"))
+        if (plain_value(r.get("technique")) == "none" and plain_value(r.get("status")) in (None, "ok")
+                and size is not None and size == size and size > 0 and plain_value(r.get("profile_digest"))):
+            out.setdefault((str(r["profile_digest"]), plain_value(r.get("weights")) == "random"), float(size))
+    return out
+
+
 def rows_matrix(rows: Any, profiles: Mapping[str, ModelProfile],
-                fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> np.ndarray:
+                fingerprints: Mapping[str, Mapping[str, Any]] | None = None,
+                files: Mapping[tuple[str, bool], float] | None = None) -> np.ndarray:
     """Feature rows for measurement rows (a DataFrame in the store's schema), shape (n, F).
 
     Each distinct profile, technique and device is featurised once. A row whose
-    `profile_digest` is not in `profiles` gets only its total MACs and parameters.
+    `profile_digest` is not in `profiles` gets only its total MACs and parameters. The float-file
+    columns come from the profile where it records its file, else from `files` (default:
+    `float_files(rows)`), the same weights first.
     """
     n = len(rows)
     X = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
     if n == 0:
         return X
     records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    files = float_files(records) if files is None else files
     cache: dict[tuple, np.ndarray] = {}
 
     def cached(key: tuple, make: Any) -> np.ndarray:
@@ -965,4 +1014,15 @@ def rows_matrix(rows: Any, profiles: Mapping[str, ModelProfile],
         X[i, DEVICE_BLOCK] = cached(dkey, lambda f=fp, t=threads: device_vector(f, int(t)))
         X[i, INDEX["source_published"]] = float(plain_value(r.get("source")) == "published")
         X[i, INDEX["weights_random"]] = float(plain_value(r.get("weights")) == "random")
+        X[i, INDEX["float_file_bytes"]] = X[i, INDEX["float_file_random"]] = np.nan
+        if prof is not None and prof.tflite_bytes:
+            X[i, INDEX["float_file_bytes"]] = float(prof.tflite_bytes)
+            X[i, INDEX["float_file_random"]] = float(prof.tflite_weights == "random")
+        elif digest is not None:
+            random = plain_value(r.get("weights")) == "random"
+            for kind in (random, not random):
+                if (str(digest), kind) in files:
+                    X[i, INDEX["float_file_bytes"]], X[i, INDEX["float_file_random"]] = files[(str(digest), kind)], kind
+                    break
+    X[np.ix_(has_structure(X), [INDEX["float_file_bytes"], INDEX["float_file_random"]])] = np.nan
     return fill_derived(X)

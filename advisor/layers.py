@@ -204,7 +204,9 @@ def factorise(profile: ModelProfile, fraction: float, selector: str = "all") -> 
     for layer in profile.layers:
         f = plan_factorisation(layer, fraction) if layer.name in chosen else None
         layers.extend(_factor_layers(layer, f) if f else (layer,))
-    return replace(profile, layers=tuple(layers))
+    if tuple(layers) == profile.layers:
+        return profile  # the same network, the same file
+    return replace(profile, layers=tuple(layers), tflite_bytes=None, tflite_weights=None)  # another network
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +278,9 @@ def widen(profile: ModelProfile, width: float) -> ModelProfile:
         params = int(round((ly.params - bias) * f)) + int(round(bias * _ratio(c_out_new, c_out)))
         layers.append(replace(ly, macs=int(round(ly.macs * f)), params=params,
                               input_shapes=ins, output_shape=tuple(out)))
-    return replace(profile, layers=tuple(layers))
+    if tuple(layers) == profile.layers:
+        return profile  # the same network, the same file
+    return replace(profile, layers=tuple(layers), tflite_bytes=None, tflite_weights=None)  # another network
 
 
 def transform(profile: ModelProfile, pipeline) -> ModelProfile:

@@ -16,9 +16,10 @@ from advisor.errors import ModelFileError
 
 PROFILE_VERSION = 1
 #: Revision of how `measure.profiling` reads a Keras model (2: a Bidirectional layer is its two
-#: directions). Part of the key a user's profiled model file is cached under, so a changed reading
-#: profiles the file again; the profile format itself is `PROFILE_VERSION`.
-PROFILER_REVISION = 2
+#: directions; 3: the float file's size is recorded). Part of the key a user's profiled model file
+#: is cached under, so a changed reading profiles the file again; the profile format itself is
+#: `PROFILE_VERSION`.
+PROFILER_REVISION = 3
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,18 @@ class LayerProfile:
         return n
 
 
+_FILE_FIELDS = ("tflite_bytes", "tflite_weights")
+TFLITE_WEIGHTS = ("random", "trained")
+
+
+def _weights_kind(value: object) -> str | None:
+    if value is None:
+        return None
+    if value not in TFLITE_WEIGHTS:
+        raise ValueError(f"tflite_weights must be one of {', '.join(TFLITE_WEIGHTS)}, not {value!r}")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class ModelProfile:
     """A whole network: identity, input, and its layers in topological order."""
@@ -56,12 +69,20 @@ class ModelProfile:
     domain: str  # "image" | "text" | "audio" | "other"
     layers: tuple[LayerProfile, ...] = field(default_factory=tuple)
     version: int = PROFILE_VERSION
+    # The float .tflite file the converter wrote for this network with its own weights, where it
+    # was converted when profiled (a user's model file, a shipped zoo profile): the uncompressed
+    # size is then known, not predicted, and compressed sizes are predicted as a change from it.
+    # "random" weights (a zoo network nobody trained) have zero biases, which the file shares.
+    # Not part of `digest`: the network's structure is.
+    tflite_bytes: int | None = None
+    tflite_weights: str | None = None  # "random" | "trained"
 
     def __hash__(self) -> int:
         # Hashed often (feature caches key on it) and never changed: compute it once.
         cached = self.__dict__.get("_hash")
         if cached is None:
-            cached = hash((self.model, self.family, self.input_shape, self.num_classes, self.domain, self.layers))
+            cached = hash((self.model, self.family, self.input_shape, self.num_classes, self.domain, self.layers,
+                           self.tflite_bytes, self.tflite_weights))
             object.__setattr__(self, "_hash", cached)
         return cached
 
@@ -80,6 +101,9 @@ class ModelProfile:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        for key in _FILE_FIELDS:
+            if d[key] is None:
+                del d[key]
         d["totals"] = {"macs": self.macs, "params": self.params, "depth": self.depth}
         return d
 
@@ -88,8 +112,11 @@ class ModelProfile:
 
     @property
     def digest(self) -> str:
-        """A short hash of the structure: equal profiles give equal digests."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """A short hash of the structure: equal networks give equal digests, whatever their file."""
+        d = self.to_dict()
+        for key in _FILE_FIELDS:
+            d.pop(key, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelProfile:
@@ -117,6 +144,8 @@ class ModelProfile:
                 domain=d["domain"],
                 layers=layers,
                 version=int(d.get("version", PROFILE_VERSION)),
+                tflite_bytes=int(d["tflite_bytes"]) if d.get("tflite_bytes") is not None else None,
+                tflite_weights=_weights_kind(d.get("tflite_weights")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"malformed model profile: {exc!r}") from exc

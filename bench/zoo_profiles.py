@@ -1,7 +1,8 @@
 """Profile every zoo network at its default and common input sizes, for the TensorFlow-free advisor.
 
 Writes `advisor/data/profiles/<name>@<size>.json` (one layer per line, so that diffs stay
-readable) and `advisor/data/profiles/index.json`, which maps `"<name>@<size>"` to the file and
+readable; with the size of the float .tflite file the network converts to, random weights) and
+`advisor/data/profiles/index.json`, which maps `"<name>@<size>"` to the file and
 its totals. Networks are built with random weights, width 1.0 and their default classes
 (1000 for image networks, 2 for text ones): MACs, parameters and shapes do not depend on weights.
 
@@ -43,12 +44,13 @@ def profile_json(profile: ModelProfile) -> str:
 
 def profile_one(name: str, size: int) -> ModelProfile:
     from measure._tf import keras
-    from measure.profiling import profile_model
+    from measure.profiling import profile_model, with_float_file
 
     built = zoo.build(name, input_size=size)
     try:
         key = zoo_key(name, built.input_size, built.width, built.num_classes)
-        return profile_model(built.model, model=key, family=built.family, domain=built.domain)
+        profile = profile_model(built.model, model=key, family=built.family, domain=built.domain)
+        return with_float_file(profile, built.model, "random")
     finally:
         del built
         keras().backend.clear_session()  # a session of hundreds of graphs otherwise keeps growing

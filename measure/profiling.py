@@ -309,3 +309,21 @@ def profile_model(keras_model: Any, *, model: str, family: str, domain: str) -> 
         domain=domain,
         layers=layers,
     )
+
+
+def with_float_file(profile: ModelProfile, keras_model: Any, weights: str) -> ModelProfile:
+    """The profile with its float .tflite file's size (`ModelProfile.tflite_bytes`), converted here
+    as a measurement converts the uncompressed model; unchanged where the converter refuses it.
+    `weights`: "random" (nobody trained them: zero biases) or "trained"."""
+    from dataclasses import replace
+
+    from advisor.errors import AdvisorError
+    from advisor.techniques import Pipeline
+    from measure.compress import Compressed, convert
+
+    try:
+        flatbuffer = convert(Compressed(keras_model, Pipeline.parse("none"), "none"), None)
+    except AdvisorError:
+        return profile
+    return replace(profile, tflite_bytes=len(flatbuffer), tflite_weights=weights)
+

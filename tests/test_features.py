@@ -256,3 +256,18 @@ def test_a_dense_layer_over_a_sequence_counts_the_operators_it_becomes():
     profile = ModelProfile("m", "f", (32, 64), "float32", 10, "text", (seq, flat))
     assert F.profile_features(profile)["n_dense"] == 10
     assert [u.ops for u in F.executed_units(profile)] == [9, 1]
+
+
+def test_a_profiles_float_file_is_not_part_of_its_digest():
+    from dataclasses import replace
+
+    from advisor.errors import ModelFileError
+    from advisor.profile import ModelProfile
+
+    prof = ModelProfile("m", "user", (8,), "float32", 2, "other")
+    with_file = replace(prof, tflite_bytes=1234, tflite_weights="trained")
+    assert "tflite_bytes" not in prof.to_dict() and with_file.to_dict()["tflite_bytes"] == 1234
+    assert with_file.digest == prof.digest and with_file != prof
+    assert ModelProfile.from_dict(with_file.to_dict()) == with_file
+    with pytest.raises(ModelFileError):
+        ModelProfile.from_dict({**with_file.to_dict(), "tflite_weights": "pretty"})

@@ -530,3 +530,43 @@ def test_ratio_prior_recovers_per_group_speedups_and_round_trips():
     fp16 = F.feature_matrix(profiles[rows["profile_digest"].iloc[0]], ["ptq-float16"],
                             F.device_features({"logical_cpus": 2}, 1))
     assert fitted(fp16, prior)[0] == pytest.approx(1.0)
+
+
+def test_a_known_float_file_is_the_uncompressed_size_and_anchors_the_compressed_ones(fitted):
+    from dataclasses import replace
+
+    from advisor.predictor import SIZE_CHANGE
+
+    model, rows, profiles = fitted
+    assert SIZE_CHANGE in model.priors_  # fitted: the synthetic rows' networks have measured "none" rows
+    prof = next(iter(profiles.values()))
+    fp = {"machine": "x86_64", "logical_cpus": 2, "physical_cores": 2, "isa_flags": ["avx2", "fma"]}
+    specs = ["none", "ptq-float16", "ptq-int8", "distill:0.5"]
+
+    def sizes(profile):
+        return model.predict(F.feature_matrix(profile, specs, F.device_features(fp, 1)))["size"]
+
+    unknown = sizes(prof)
+    file = int(unknown[0, 1] * 1.1)  # the file 10% over what the prior thought
+    known = sizes(replace(prof, tflite_bytes=file, tflite_weights="trained"))
+    np.testing.assert_array_equal(known[0], [file] * 3)  # a fact, not a prediction
+    assert unknown[0, 0] < unknown[0, 2]
+    bigger = sizes(replace(prof, tflite_bytes=int(1.2 * file), tflite_weights="trained"))
+    assert (bigger[1:3, 1] > known[1:3, 1]).all()  # quantized sizes follow the file they come from
+    # A structural step builds another network, whose file nobody converted: the prior's answer.
+    np.testing.assert_allclose(known[3], unknown[3])
+    # Weights other than the file's (a zoo file of random weights, a trained network asked about):
+    # predicted, from the file.
+    other = model.predict(F.feature_matrix(replace(prof, tflite_bytes=file, tflite_weights="random"), ["none"],
+                                           F.device_features(fp, 1)))["size"]
+    assert other[0, 0] < other[0, 2]
+
+
+def test_float_files_come_from_the_uncompressed_rows_with_the_same_weights():
+    rows = pd.DataFrame([
+        {"profile_digest": "a", "technique": "none", "status": "ok", "size_bytes": 1000.0, "weights": "random"},
+        {"profile_digest": "a", "technique": "none", "status": "ok", "size_bytes": 1100.0, "weights": "trained"},
+        {"profile_digest": "a", "technique": "ptq-int8", "status": "ok", "size_bytes": 400.0, "weights": "random"},
+        {"profile_digest": "b", "technique": "none", "status": "failed", "size_bytes": 9.0, "weights": "random"},
+    ])
+    assert F.float_files(rows) == {("a", True): 1000.0, ("a", False): 1100.0}

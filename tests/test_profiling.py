@@ -155,3 +155,15 @@ def test_unknown_input_dimensions_are_refused(keras):
     model = keras.Model(inp, keras.layers.Conv2D(2, 3)(inp))
     with pytest.raises(OptionError, match="unknown dimensions"):
         profile_model(model, model="dyn", family="user", domain="image")
+
+
+def test_a_profile_records_its_float_file_as_a_measurement_converts_it(tiny_cnn):
+    from advisor.techniques import Pipeline
+    from measure.compress import Compressed, convert
+    from measure.profiling import with_float_file
+
+    plain = profile_model(tiny_cnn, model="m", family="user", domain="image")
+    recorded = with_float_file(plain, tiny_cnn, "trained")
+    flatbuffer = convert(Compressed(tiny_cnn, Pipeline.parse("none"), "none"), None)
+    assert recorded.tflite_bytes == len(flatbuffer) and recorded.tflite_weights == "trained"
+    assert recorded.digest == plain.digest and recorded.layers == plain.layers
