@@ -49,6 +49,10 @@ def verify_recommendation(rec, *, model: str, device: str, data: str | None, sto
         span = f"{_cell(band['p10'], digits)}-{_cell(band['p90'], digits)}" if band else "n/a"
         inside = ("yes" if band["p10"] <= m <= band["p90"] else "no") if band and m is not None and m == m else "-"
         lines.append(f"{t:<18} {_cell(p, digits):>14} {span:>21} {_cell(m, digits):>12}  {inside}")
+    if result.row.get("weights") == "random":
+        lines.append("measured with random weights (none cached for this network): a file of untrained weights "
+                     "shares its zero biases, so it is slightly smaller than the trained network predicted, and "
+                     "its accuracy means nothing")
     for t, ok in holds.items():
         lines.append(f"{t} constraint {'HOLDS' if ok else 'IS BROKEN'} when measured")
     if measured["accuracy_delta_pp"] is None:

@@ -350,6 +350,7 @@ def test_verify_measures_the_choice_stores_the_rows_and_shows_both(capsys, tmp_p
     assert v["measured"]["latency_ms"] > 0 and v["measured"]["size_mb"] > 0
     assert v["constraints_hold"] == {"latency_ms": v["measured"]["latency_ms"] <= 1000}
     assert any(line.startswith("latency_ms") for line in v["lines"])
+    assert not any("random weights" in line for line in v["lines"])  # a user's file has its own weights
     rows = Store(store).read()
     # a structural plan is timed against the network it builds: that float network is stored too
     structure = Pipeline.parse(technique).structure.spec
@@ -388,3 +389,13 @@ def test_python_api_loads_no_command_line_or_training_libraries(bundle_dir):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("[]")
+
+
+@pytest.mark.tf
+def test_verify_says_when_it_measured_random_weights(capsys, tmp_path, bundle_dir):
+    code, out, err = run(capsys, "verify", "--model", "transformer_text@32", "--technique", "ptq-dynamic",
+                         "--store", tmp_path / "store", "--bundle", bundle_dir, "--json")
+    assert code == 0, err
+    lines = strict_json(out)["verification"]["lines"]
+    assert any(line.startswith("measured with random weights") for line in lines)
+
