@@ -1014,15 +1014,11 @@ def rows_matrix(rows: Any, profiles: Mapping[str, ModelProfile],
         X[i, DEVICE_BLOCK] = cached(dkey, lambda f=fp, t=threads: device_vector(f, int(t)))
         X[i, INDEX["source_published"]] = float(plain_value(r.get("source")) == "published")
         X[i, INDEX["weights_random"]] = float(plain_value(r.get("weights")) == "random")
-        X[i, INDEX["float_file_bytes"]] = X[i, INDEX["float_file_random"]] = np.nan
-        if prof is not None and prof.tflite_bytes:
-            X[i, INDEX["float_file_bytes"]] = float(prof.tflite_bytes)
-            X[i, INDEX["float_file_random"]] = float(prof.tflite_weights == "random")
-        elif digest is not None:
+        _float_file(X[i:i + 1], prof)  # a view: writes through
+        if not (prof is not None and prof.tflite_bytes) and digest is not None:
             random = plain_value(r.get("weights")) == "random"
-            for kind in (random, not random):
-                if (str(digest), kind) in files:
-                    X[i, INDEX["float_file_bytes"]], X[i, INDEX["float_file_random"]] = files[(str(digest), kind)], kind
-                    break
+            kind = next((k for k in (random, not random) if (str(digest), k) in files), None)
+            if kind is not None:
+                X[i, INDEX["float_file_bytes"]], X[i, INDEX["float_file_random"]] = files[(str(digest), kind)], kind
     X[np.ix_(has_structure(X), [INDEX["float_file_bytes"], INDEX["float_file_random"]])] = np.nan
     return fill_derived(X)
