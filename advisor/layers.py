@@ -119,7 +119,10 @@ def assign(profile: ModelProfile, steps: list) -> dict[str, object]:
     matches. Layers no step selects are absent."""
     out: dict[str, object] = {}
     for step in steps:
-        for name in select(profile, step.layers):
+        chosen = select(profile, step.layers)
+        # In the network's order, not the set's: sums over the layers then come out the same in
+        # every process (a set of names iterates in an order string hashing varies per process).
+        for name in (ly.name for ly in profile.layers if ly.name in chosen):
             out.setdefault(name, step)
     return out
 

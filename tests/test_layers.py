@@ -106,3 +106,22 @@ def test_rows_of_structural_plans_get_the_same_features_as_candidates(mobilenet)
                          "source": ["measured"] * 3})
     expected = F.feature_matrix(mobilenet, specs, dev)
     np.testing.assert_allclose(F.rows_matrix(rows, {mobilenet.digest: mobilenet}), expected)
+
+
+def test_layer_wise_features_are_the_same_in_every_process():
+    """Sums over a plan's layers run in the network's order: a set's order varies with string
+    hashing between processes, and the features' last digits with it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # A sampled residual network of the training data whose middle layers' sparsity sum showed it.
+    path = Path(__file__).resolve().parent.parent / "training_data" / "profiles" / "8d5770265edc488f.json"
+    code = ("from advisor import features as F; from advisor.profile import ModelProfile; "
+            f"p = ModelProfile.load({str(path)!r}); "
+            "print(repr(F.layerwise_features(p, F.Pipeline.parse('prune:0.8@mid'))['sparsity']))")
+
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
+    assert len(outs) == 1, outs
