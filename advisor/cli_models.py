@@ -16,6 +16,7 @@ import typer
 
 from advisor.cli_predictor import JsonOpt, _emit
 from advisor.lookup import DEFAULT_STORE
+from advisor.progress import StageProgress, reporting
 
 ModelsOpt = Annotated[Optional[Path], typer.Option("--models", help="Models folder (default models/, or "
                                                    "$ADVISOR_MODELS).")]
@@ -50,7 +51,8 @@ def retrain_command(
     from advisor.retrain import retrain, summary_lines
 
     with _sigterm_as_interrupt():
-        report = retrain(new or (), data=data, models=models, force=force)
+        with reporting(StageProgress()):  # stages on stderr: a retraining takes minutes
+            report = retrain(new or (), data=data, models=models, force=force)
     if as_json:
         _emit(report.to_dict())
         return

@@ -15,6 +15,7 @@ import typer
 
 from advisor.errors import OptionError
 from advisor.lookup import DEFAULT_STORE, PROFILES_DIR, device_fingerprint, resolve_profile, zoo_index  # noqa: F401 - re-exported
+from advisor.progress import StageProgress, reporting
 
 # The repository's training_data/ (in a checkout or editable install), unless set.
 
@@ -93,6 +94,7 @@ def train(
             from advisor.cluster import training_on
 
             stack.enter_context(training_on(cluster))
+        stack.enter_context(reporting(StageProgress()))  # stages on stderr: training takes minutes
         predictor = Predictor(**params).fit(rows, profiles, fingerprints)
         evaluation = None if evaluate_split == "none" else evaluate(rows, profiles, split=evaluate_split,
                                                                     params=params, fingerprints=fingerprints)
@@ -133,8 +135,9 @@ def evaluate_command(
         raise OptionError(f"unknown --split {split!r} (valid: {', '.join(SPLITS)})")
     rows, profiles = read_training_data(data)
     params = {"latency_mode": latency_mode, "layer_latency": layer_latency}
-    result = evaluate(rows, profiles, split=split, seed=seed, folds=folds, params=params,
-                      fingerprints=read_fingerprints(data))
+    with reporting(StageProgress()):  # stages on stderr: each fold trains a predictor
+        result = evaluate(rows, profiles, split=split, seed=seed, folds=folds, params=params,
+                          fingerprints=read_fingerprints(data))
     if as_json:
         _emit(result)
         return

@@ -34,6 +34,7 @@ from advisor import features as F
 from advisor.errors import OptionError
 from advisor.predictor import Predictor, TrainingData, is_probe, prepare
 from advisor.profile import ModelProfile
+from advisor.progress import stage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -177,6 +178,7 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
         train_rows, test_rows = rows[fold != k], rows[(fold == k) & ~probe]
         if len(test_rows) == 0:
             continue
+        stage(f"evaluating, {split} split: fold {k + 1} of {n_folds} ({len(test_rows):,} held-out rows)")
         try:
             model = Predictor(**(params or {})).fit(train_rows, profiles, fingerprints)
         except OptionError as exc:

@@ -132,6 +132,7 @@ from advisor import features as F
 from advisor import layer_costs
 from advisor.errors import OptionError, SpecError
 from advisor.profile import ModelProfile
+from advisor.progress import stage
 from advisor.trees import Forest
 
 if TYPE_CHECKING:  # pandas costs ~0.3 s to import: the answer path never needs it
@@ -995,6 +996,7 @@ class Predictor:
             OptionError: fewer than `min_rows` usable rows, or a bad parameter.
         """
         self._check_params()
+        stage(f"featurising {len(rows):,} rows")
         data = prepare(rows, profiles, fingerprints)
         usable = int(((data.measured & (_positive(data.latency) | _positive(data.size)))
                       | (np.isfinite(data.accuracy) & ~data.baseline)).sum())
@@ -1002,6 +1004,7 @@ class Predictor:
             raise OptionError(
                 f"too few rows to train a predictor: {usable} usable (status ok, measured latency or size, or an "
                 f"accuracy change), need at least {self.min_rows}; measure more with `advisor measure --save`")
+        stage("fitting the priors, per-layer latency trees and boosters")
         fitted = self._fit_core(data)
         self.priors_ = fitted["priors"]
         self.boosters_ = fitted["boosters"]
@@ -1108,12 +1111,14 @@ class Predictor:
         by_row = np.where(probe, -1, rng.permutation(len(data)) % folds)
         out: dict[str, dict[str, dict[str, float]]] = {}
         for level, fold in (("novel", by_family), ("familiar", by_row)):
+            stage(f"calibrating the bands: {folds} refits holding out {'families' if level == 'novel' else 'rows'}")
             for target, shift in self._held_out_shifts(data, fold, folds).items():
                 out.setdefault(target, {})[level] = shift
         # A machine no row came from: hold each measured machine out in turn (its probes too).
         timed = data.measured & _positive(data.latency)
         machines = np.unique(data.device[timed])
         if len(machines) >= 2:
+            stage(f"calibrating the bands: {len(machines)} refits holding out a machine")
             by_device = np.array([int(np.searchsorted(machines, d)) if m and d in machines else -1
                                   for d, m in zip(data.device, data.measured)])
             for target, shift in self._held_out_shifts(data, by_device, len(machines)).items():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 
 
 class StageProgress:
@@ -37,3 +39,26 @@ class StageProgress:
         if self.tty and not self.quiet and self.done:
             self.stream.write("\n")
             self.stream.flush()
+
+
+# Stages reported from deep inside long library work (training, evaluation) without passing a
+# callback through every function: a command opens `reporting(...)`, the library calls `stage()`,
+# which says nothing when no command listens (the library used from Python stays quiet).
+_LISTENERS: list[StageProgress] = []
+
+
+@contextlib.contextmanager
+def reporting(progress: StageProgress) -> Iterator[StageProgress]:
+    """Send `stage()` messages to `progress` inside the block."""
+    _LISTENERS.append(progress)
+    try:
+        yield progress
+    finally:
+        _LISTENERS.remove(progress)
+        progress.close()
+
+
+def stage(message: str) -> None:
+    """Report a stage of long work to the innermost `reporting` block, if any."""
+    if _LISTENERS:
+        _LISTENERS[-1](message)

@@ -49,6 +49,7 @@ import numpy as np
 from advisor import bundle as B
 from advisor import model_versions as V
 from advisor.errors import BundleError, OptionError
+from advisor.progress import stage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -529,6 +530,8 @@ def retrain(new: Sequence[str | Path] = (), data: str | Path | None = None, mode
     store = Store(data if data is not None else DEFAULT_STORE)
     root = V.models_root(models)
     with V.exclusive(root, "retrain"):
+        if new:
+            stage(f"ingesting {len(new)} source(s) of new rows")
         report = ingest(new, store, now=now) if new else IngestReport()
         return _decide(report, store, root, params, rule, exam, force)
 
@@ -590,6 +593,7 @@ def _decide(report: IngestReport, store: Store, root: Path, params: Mapping[str,
         seed = int(challenger_params.get("random_state", 0))
         runs: dict[str, list[dict]] = {"challenger": [], "champion": []}
         for k in range(max(rule.seeds, 1)):
+            stage(f"training challenger {k + 1} of {max(rule.seeds, 1)} without the exam families")
             fit = _fit({**challenger_params, "random_state": seed + k}, rows[~in_exam_family], profiles, fingerprints)
             challenger_fit = challenger_fit or fit  # the first seed's fit is the one kept if rejected
             runs["challenger"].append(score(fit, exam_frame, profiles, fingerprints))
@@ -597,6 +601,7 @@ def _decide(report: IngestReport, store: Store, root: Path, params: Mapping[str,
             champion_seed = int(champion_params.get("random_state", 0))
             try:
                 for k in range(max(rule.seeds, 1)):
+                    stage(f"training the champion's recipe {k + 1} of {max(rule.seeds, 1)} on the same rows")
                     fit = _fit({**champion_params, "random_state": champion_seed + k},
                                rows[champion_rows & ~in_exam_family], profiles, fingerprints)
                     runs["champion"].append(score(fit, exam_frame, profiles, fingerprints))
@@ -625,6 +630,7 @@ def _decide(report: IngestReport, store: Store, root: Path, params: Mapping[str,
 
     retrain_card.update(decision="promoted" if promote else "rejected", checks=out.checks, at=utc_now_iso())
     if promote:
+        stage("promoting: training the new champion on every row")
         final = _fit(challenger_params, rows, profiles, fingerprints)
         evaluation = out.scores.get("challenger")
         if evaluation is not None:

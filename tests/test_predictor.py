@@ -570,3 +570,18 @@ def test_float_files_come_from_the_uncompressed_rows_with_the_same_weights():
         {"profile_digest": "b", "technique": "none", "status": "failed", "size_bytes": 9.0, "weights": "random"},
     ])
     assert F.float_files(rows) == {("a", True): 1000.0, ("a", False): 1100.0}
+
+
+def test_training_reports_its_stages_to_a_listener_and_nothing_otherwise(capsys):
+    import io
+
+    from advisor.progress import StageProgress, reporting
+
+    rows, profiles = synthetic_rows(devices=("sim-x86",))
+    Predictor(**FAST).fit(rows, profiles)
+    assert capsys.readouterr().err == ""  # the library used from Python stays quiet
+    heard = io.StringIO()
+    with reporting(StageProgress(stream=heard)):
+        Predictor(**FAST).fit(rows, profiles)
+    lines = heard.getvalue().splitlines()
+    assert any("featurising" in line for line in lines) and any("fitting" in line for line in lines)
