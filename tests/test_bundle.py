@@ -169,7 +169,8 @@ def test_train_then_predict_on_the_command_line(app, store, tmp_path, fast):
     out = tmp_path / "models" / "current"
     result = runner.invoke(app, ["train", "--data", str(root), "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)  # JSON alone on stdout; the training's stages went to stderr
+    assert "featurising" in result.stderr and "evaluating, family split: fold 1" in result.stderr
     assert summary["bundle"] == str(out) and summary["evaluation"]["split"] == "family"
     assert json.loads((out / "card.json").read_text())["evaluation"]["targets"]["latency"]["n"] > 0
 
@@ -178,7 +179,7 @@ def test_train_then_predict_on_the_command_line(app, store, tmp_path, fast):
     result = runner.invoke(app, ["predict", "--model", str(profile_file), "--technique", "prune:0.5+ptq-int8",
                                  "--device", "sim-x86", "--bundle", str(out), "--json"])
     assert result.exit_code == 0, result.output
-    answer = json.loads(result.output)
+    answer = json.loads(result.stdout)
     assert answer["technique"] == "prune:0.5+ptq-int8"
     lat, base = answer["prediction"]["latency"], answer["baseline"]["latency"]
     assert lat["unit"] == "ms" and lat["p10"] <= lat["p50"] <= lat["p90"]
@@ -198,7 +199,7 @@ def test_evaluate_on_the_command_line(app, store, fast):
     root, _ = store
     result = CliRunner().invoke(app, ["evaluate", "--split", "device", "--data", str(root), "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     assert out["split"] == "device" and "one (sim-x86)" in out["notes"][0]
     result = CliRunner().invoke(app, ["evaluate", "--split", "random", "--data", str(root)])
     assert result.exit_code == 0 and "latency" in result.output
