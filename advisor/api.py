@@ -9,6 +9,7 @@ bundle's trees are evaluated with numpy), no pandas.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,9 +184,9 @@ class Advisor:
         if search not in SEARCH_MODES:
             raise OptionError(f"unknown --search '{search}' (valid: {', '.join(SEARCH_MODES)})")
         specs = list(candidate_specs())
-        from advisor.limits import blocked
+        from advisor.limits import blocked_plans
 
-        cannot = {spec: why for spec in specs if (why := blocked(profile, spec)) is not None}
+        cannot = blocked_plans(profile, specs)
         specs = [spec for spec in specs if spec not in cannot]
         searched = None
         if search == "layerwise":
@@ -221,8 +222,7 @@ class Advisor:
 
         calibration, calibration_note = self.calibration(fp, threads)
         explanation += device_notes(device_note, calibration, calibration_note)
-        for why in dict.fromkeys(cannot.values()):
-            n = sum(1 for w in cannot.values() if w == why)
+        for why, n in Counter(cannot.values()).items():
             explanation.append(f"left out {n} plan(s) the tools cannot apply here: {why}")
         if family_rows == 0:
             explanation.append(f"warning: no measured rows of the {profile.family} family: the prediction "

@@ -134,7 +134,7 @@ PLAN_KINDS = ("whole-model", "structural", "layer-wise")
 def plan_kinds(X: np.ndarray) -> np.ndarray:
     """Per row: "structural" (distill / lowrank steps), "layer-wise" (a numeric step on some layers
     only) or "whole-model"."""
-    structural = np.any(np.nan_to_num(X[:, F.STRUCTURE_BLOCK]) != 0, axis=1)
+    structural = F.has_structure(X)
     cover = X[:, [F.INDEX[f"cover_{k}"] for k in F.LAYERWISE_KINDS]]
     layerwise = np.any((cover > 0) & (cover < 1), axis=1)
     return np.where(structural, "structural", np.where(layerwise, "layer-wise", "whole-model"))

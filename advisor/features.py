@@ -815,7 +815,10 @@ def feature_matrix(profile: ModelProfile | np.ndarray, pipelines: Sequence[Pipel
         X[:, PROFILE_BLOCK] = np.stack([b[0] for b in blocks])[index]
     X[:, TECHNIQUE_BLOCK] = np.stack([b[1] for b in blocks])[index]
     X[:, STRUCTURE_BLOCK] = np.stack([b[2] for b in blocks])[index]
-    _float_file(X, profile if isinstance(profile, ModelProfile) else None)
+    if isinstance(profile, ModelProfile):
+        _float_file(X, profile.tflite_bytes, profile.tflite_weights == "random")
+    else:
+        _float_file(X, None, False)
     return fill_derived(X)
 
 
@@ -823,17 +826,17 @@ def feature_matrix(profile: ModelProfile | np.ndarray, pipelines: Sequence[Pipel
 _ROW_CONTEXT = np.array([INDEX["source_published"], INDEX["weights_random"]])
 
 
-def _float_file(X: np.ndarray, profile: ModelProfile | None) -> None:
-    """Fill the float-file columns of rows X of one network from its profile, where it records its
-    converted float file: NaN (unknown) otherwise, and on rows whose structural steps build another
-    network, whose file nobody converted."""
+def _float_file(X: np.ndarray, file_bytes: float | None, random: bool) -> None:
+    """Fill the float-file columns of rows X of one network whose converted float file has
+    `file_bytes` (random or trained weights): NaN where it is unknown, and on rows whose structural
+    steps build another network, whose file nobody converted."""
     X[:, INDEX["float_file_bytes"]] = np.nan
     X[:, INDEX["float_file_random"]] = np.nan
-    if profile is None or not profile.tflite_bytes:
+    if not file_bytes:
         return
     own = ~has_structure(X)
-    X[own, INDEX["float_file_bytes"]] = float(profile.tflite_bytes)
-    X[own, INDEX["float_file_random"]] = float(profile.tflite_weights == "random")
+    X[own, INDEX["float_file_bytes"]] = float(file_bytes)
+    X[own, INDEX["float_file_random"]] = float(random)
 
 
 def has_structure(X: np.ndarray) -> np.ndarray:
@@ -1014,11 +1017,12 @@ def rows_matrix(rows: Any, profiles: Mapping[str, ModelProfile],
         X[i, DEVICE_BLOCK] = cached(dkey, lambda f=fp, t=threads: device_vector(f, int(t)))
         X[i, INDEX["source_published"]] = float(plain_value(r.get("source")) == "published")
         X[i, INDEX["weights_random"]] = float(plain_value(r.get("weights")) == "random")
-        _float_file(X[i:i + 1], prof)  # a view: writes through
-        if not (prof is not None and prof.tflite_bytes) and digest is not None:
+        file: tuple[float | None, bool] = (None, False)
+        if prof is not None and prof.tflite_bytes:
+            file = (prof.tflite_bytes, prof.tflite_weights == "random")
+        elif digest is not None:
             random = plain_value(r.get("weights")) == "random"
             kind = next((k for k in (random, not random) if (str(digest), k) in files), None)
-            if kind is not None:
-                X[i, INDEX["float_file_bytes"]], X[i, INDEX["float_file_random"]] = files[(str(digest), kind)], kind
-    X[np.ix_(has_structure(X), [INDEX["float_file_bytes"], INDEX["float_file_random"]])] = np.nan
+            file = (files[(str(digest), kind)], kind) if kind is not None else file
+        _float_file(X[i:i + 1], *file)  # a view: writes through
     return fill_derived(X)

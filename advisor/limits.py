@@ -37,13 +37,22 @@ LIMITS: tuple[Limit, ...] = (
 def blocked(profile: ModelProfile | None, spec: str | Pipeline) -> str | None:
     """Why `spec` cannot be applied to the network (one line, naming the steps and layers), or None
     where nothing known stops it."""
+    return blocked_plans(profile, [spec]).get(spec if isinstance(spec, str) else spec.spec)
+
+
+def blocked_plans(profile: ModelProfile | None, specs: Iterable[str | Pipeline]) -> dict[str, str]:
+    """spec -> why, for the plans of `specs` that cannot be applied to the network: the network's
+    layer types are read once, and a network no limit concerns (most) parses no spec."""
     if profile is None:
-        return None
-    pipeline = spec if isinstance(spec, Pipeline) else Pipeline.parse(spec)
+        return {}
     types = {layer.type for layer in profile.layers}
-    for limit in LIMITS:
-        if limit.blocks(types, pipeline):
-            steps = "/".join(sorted(limit.steps))
-            layers = "/".join(sorted(limit.layer_types & types))
-            return f"{steps} on a network with {layers} layers: {limit.reason}"
-    return None
+    relevant = [limit for limit in LIMITS if limit.layer_types & types]
+    out: dict[str, str] = {}
+    for spec in specs if relevant else ():
+        pipeline = spec if isinstance(spec, Pipeline) else Pipeline.parse(spec)
+        limit = next((lim for lim in relevant if lim.blocks(types, pipeline)), None)
+        if limit is not None:
+            out[spec if isinstance(spec, str) else pipeline.spec] = (
+                f"{'/'.join(sorted(limit.steps))} on a network with {'/'.join(sorted(limit.layer_types & types))} "
+                f"layers: {limit.reason}")
+    return out

@@ -215,6 +215,18 @@ PRIORS: dict[str, PriorSpec] = {
 }
 
 
+def _key_index(X: np.ndarray, key_columns: Sequence[str], keys: Sequence[Sequence[float]]) -> np.ndarray:
+    """Per row, the index of the key its `key_columns` equal (NaN read as -1), len(keys) for none."""
+    out = np.full(len(X), len(keys), dtype=np.int64)
+    if not keys:
+        return out
+    here = np.nan_to_num(X[:, [F.INDEX[c] for c in key_columns]], nan=-1.0)
+    match = (here[:, None, :] == np.asarray(keys)[None, :, :]).all(axis=2)
+    found = match.any(axis=1)
+    out[found] = match[found].argmax(axis=1)
+    return out
+
+
 @dataclass(frozen=True)
 class Prior:
     """A non-negative linear prior: intercept + sum(coef * X[:, columns]), one coefficient set per
@@ -233,14 +245,7 @@ class Prior:
 
     def set_index(self, X: np.ndarray) -> np.ndarray:
         """Per row, which coefficient set applies (len(keys) meaning the global one)."""
-        out = np.full(len(X), len(self.keys), dtype=np.int64)
-        if not self.keys:
-            return out
-        here = np.nan_to_num(X[:, [F.INDEX[c] for c in self.key_columns]], nan=-1.0)
-        match = (here[:, None, :] == np.asarray(self.keys)[None, :, :]).all(axis=2)
-        found = match.any(axis=1)
-        out[found] = match[found].argmax(axis=1)
-        return out
+        return _key_index(X, self.key_columns, self.keys)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         s = self.set_index(X)
@@ -467,8 +472,9 @@ SIZE_CHANGE_COLUMNS = ("d_prior", "d_param_bytes", "d_param_sparse", "d_sparse_t
 _SIZE_MODES = ("quant_dynamic", "quant_float16", "quant_full_int", "quant_aware")
 
 
-def _size_change_columns(X: np.ndarray, size_prior: Prior) -> np.ndarray:
-    """`SIZE_CHANGE_COLUMNS` for rows X (each against its own network's float file)."""
+def _size_change_columns(X: np.ndarray, size_prior: Prior, prior_x: np.ndarray | None = None) -> np.ndarray:
+    """`SIZE_CHANGE_COLUMNS` for rows X (each against its own network's float file); `prior_x`:
+    `size_prior(X)` where the caller has it already."""
     Xb = F.as_baseline(X)
     Xb[:, F.INDEX["weights_random"]] = X[:, F.INDEX["float_file_random"]]
     F.fill_derived(Xb)
@@ -478,7 +484,7 @@ def _size_change_columns(X: np.ndarray, size_prior: Prior) -> np.ndarray:
 
     excess = col("float_file_excess")
     return np.column_stack([
-        size_prior(X) - size_prior(Xb),
+        (size_prior(X) if prior_x is None else prior_x) - size_prior(Xb),
         *(col(n) - col(n, Xb) for n in ("param_bytes", "param_sparse", "sparse_tensors", "channels_bias")),
         col("n_weighted"), col("n_weighted") * excess, col("channels_weighted"), col("channels_dynamic"),
         col("channels_dense"), col("tflite_tensors"), col("tflite_tensors") * excess, np.ones(len(X))])
@@ -496,16 +502,11 @@ class SizeChange:
     keys: tuple[tuple[float, ...], ...]
     coef: tuple[tuple[float, ...], ...]
     rows: tuple[int, ...]
-    kind: str = "size_change"
+    kind: str = SIZE_CHANGE
 
-    def __call__(self, X: np.ndarray, size_prior: Prior) -> np.ndarray:
-        s = np.full(len(X), len(self.keys), dtype=np.int64)
-        if self.keys:
-            here = np.nan_to_num(X[:, [F.INDEX[c] for c in self.key_columns]], nan=-1.0)
-            match = (here[:, None, :] == np.asarray(self.keys)[None, :, :]).all(axis=2)
-            found = match.any(axis=1)
-            s[found] = match[found].argmax(axis=1)
-        change = np.einsum("nm,nm->n", _size_change_columns(X, size_prior), np.asarray(self.coef)[s])
+    def __call__(self, X: np.ndarray, size_prior: Prior, prior_x: np.ndarray | None = None) -> np.ndarray:
+        s = _key_index(X, self.key_columns, self.keys)
+        change = np.einsum("nm,nm->n", _size_change_columns(X, size_prior, prior_x), np.asarray(self.coef)[s])
         change[_is_float_file(X)] = 0.0
         return change
 
@@ -540,9 +541,8 @@ def _fit_change(A: np.ndarray, change: np.ndarray, size: np.ndarray, ridge: floa
 
 def fit_size_change(X: np.ndarray, size: np.ndarray, size_prior: Prior, min_rows: int = 20) -> SizeChange | None:
     """Fit `SizeChange` on measured rows with a known float file and numeric steps; None without any."""
-    ff = X[:, F.INDEX["float_file_bytes"]] if len(X) else np.zeros(0)
-    ok = (np.isfinite(ff) & (ff > 0) & np.isfinite(size) & (size > 0) & ~F.is_baseline(X)) if len(X) \
-        else np.zeros(0, dtype=bool)
+    ff = X[:, F.INDEX["float_file_bytes"]]
+    ok = np.isfinite(ff) & (ff > 0) & np.isfinite(size) & (size > 0) & ~F.is_baseline(X)
     if ok.sum() < min_rows:
         return None
     X, size, ff = X[ok], size[ok], ff[ok]
@@ -558,12 +558,12 @@ def fit_size_change(X: np.ndarray, size: np.ndarray, size_prior: Prior, min_rows
             counts.append(int(rows.sum()))
     coefs.append(tuple(float(c) for c in _fit_change(A, change, size)))
     counts.append(int(len(size)))
-    return SizeChange("size_change", _SIZE_MODES, tuple(keys), tuple(coefs), tuple(counts))
+    return SizeChange(SIZE_CHANGE, _SIZE_MODES, tuple(keys), tuple(coefs), tuple(counts))
 
 
 def prior_from_dict(d: Mapping[str, Any]) -> Prior | RatioPrior | SizeChange:
     """A stored prior of any kind."""
-    kinds = {"ratio": RatioPrior, "size_change": SizeChange}
+    kinds = {"ratio": RatioPrior, SIZE_CHANGE: SizeChange}
     return kinds[d["kind"]].from_dict(d) if d.get("kind") in kinds else Prior.from_dict(d)
 
 
@@ -764,7 +764,7 @@ def _select_power(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndar
     return d.X[rows], np.log(d.energy[rows] / d.latency[rows])
 
 
-def size_anchor(priors: Mapping[str, Any], X: np.ndarray) -> np.ndarray:
+def size_anchor(priors: Mapping[str, Any], X: np.ndarray, prior_x: np.ndarray | None = None) -> np.ndarray:
     """What the size booster corrects, in bytes. Where the row's network records its float file
     (`float_file_bytes`: converted when profiled), that file plus the plan's change from it
     (`SizeChange`), so what a prior misses about the network itself (tensor names, shared buffers,
@@ -772,14 +772,15 @@ def size_anchor(priors: Mapping[str, Any], X: np.ndarray) -> np.ndarray:
     Elsewhere (no file recorded, structural steps building another network, no change fitted) the
     size prior.
 
-    Figures: the module docstring."""
-    p = priors["size"](X)
+    `prior_x`: the size prior's value for X, where the caller has it already. Figures: the module
+    docstring."""
+    p = np.array(priors["size"](X) if prior_x is None else prior_x, dtype=np.float64)
     change = priors.get(SIZE_CHANGE)
     ff = X[:, F.INDEX["float_file_bytes"]]
     known = np.isfinite(ff) & (ff > 0)
     if change is None or not known.any():
         return p
-    anchored = ff[known] + change(X[known], priors["size"])
+    anchored = ff[known] + change(X[known], priors["size"], p[known])
     # A change that leaves under a fifth of the file (far outside anything measured) is not trusted.
     p[known] = np.where(anchored > 0.2 * ff[known], anchored, p[known])
     return p
@@ -1284,8 +1285,9 @@ class _Model:
                 power = self._q("power", X[metered])
                 energy[metered] = _combine(out["latency"][metered], power)  # type: ignore[arg-type]
             out["energy"] = energy
-        log_size_prior = np.log(self.priors["size"](X))[:, None]
-        log_anchor = np.log(size_anchor(self.priors, X))[:, None]
+        size_prior = self.priors["size"](X)
+        log_size_prior = np.log(size_prior)[:, None]
+        log_anchor = np.log(size_anchor(self.priors, X, size_prior))[:, None]
         for name in ("size", "size_gzip"):
             q = self._q(name, X)
             if q is not None:

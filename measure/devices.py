@@ -86,8 +86,15 @@ class LocalDevice:
         job_path.write_text(json.dumps(job))
         return self._agent(["run", str(job_path)])
 
-    def memory(self, tflite_path: Path, threads: int, runs: int = 5, token_max: int = 1000) -> dict:
-        return self._agent(["mem", str(tflite_path), str(threads), str(runs), str(int(token_max))])
+    def memory(self, tflite_path: Path, threads: int, runs: int = 5, token_max: int | None = None) -> dict:
+        """Peak memory of a fresh agent process holding only this model (`token_max`: token ids fed
+        to an integer input stay below it; None: the agent's default)."""
+        return self._agent(["mem", str(tflite_path), str(threads), str(runs), *agent_token_arg(token_max)])
+
+
+def agent_token_arg(token_max: int | None) -> list[str]:
+    """The agent `mem` command's optional TOKEN_MAX argument."""
+    return [] if token_max is None else [str(int(token_max))]
 
 
 from measure.ssh import SshDevice  # noqa: E402 - it imports DeviceError from here

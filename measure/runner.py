@@ -192,17 +192,17 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
     blobs: dict[str, tuple[Pipeline, bytes, str, list[str]]] = {}
     outcomes: list[Measurement | AdvisorError | None] = [None] * len(pipelines)
     eval_x = eval_y = None
-    token_max = ds_mod.TEXT_VOCAB_SIZE  # token ids fed to an integer input stay below it
+    token_max: int | None = None  # token ids fed to an integer input stay below it (None: unknown)
     if resolved.keras_model is not None:
         kmodel = resolved.keras_model
         profile = profile_model(kmodel, model=resolved.key, family=resolved.family, domain=resolved.domain)
-        token_max = embedding_vocab(kmodel) or token_max
+        token_max = embedding_vocab(kmodel)
         input_shape = tuple(int(d) for d in kmodel.inputs[0].shape[1:])
         input_dtype = kmodel.inputs[0].dtype.name
         model_classes = int(kmodel.outputs[0].shape[-1])
         fitted = None
         if data is not None:
-            fitted = ds_mod.fit_to_model(data, input_shape, input_dtype, vocab_size=token_max,
+            fitted = ds_mod.fit_to_model(data, input_shape, input_dtype, vocab_size=token_max or ds_mod.TEXT_VOCAB_SIZE,
                                          model_classes=model_classes)
             train = TrainData(fitted.x_train, fitted.y_train, f"dataset:{fitted.name}")
             if settings.pretrain_epochs:
@@ -216,7 +216,8 @@ def measure_many(model: str, techniques: list[str], device, settings: MeasureSet
             eval_x = fitted.x_test[: settings.eval_samples]
             eval_y = fitted.y_test[: settings.eval_samples]
         else:
-            rnd = ds_mod.random_dataset(input_shape, input_dtype, model_classes, vocab_size=token_max,
+            rnd = ds_mod.random_dataset(input_shape, input_dtype, model_classes,
+                                        vocab_size=token_max or ds_mod.TEXT_VOCAB_SIZE,
                                         n=min(256, settings.finetune_samples), seed=settings.seed)
             train = TrainData(rnd.x_train, rnd.y_train, "random")
             representative = ds_mod.representative_samples(rnd, n=100, seed=settings.seed)
@@ -420,7 +421,7 @@ def embedding_vocab(keras_model) -> int | None:
 
 
 def _run_on_device(device, work: Path, base_bytes: bytes, blobs: dict[str, bytes], settings: MeasureSettings,
-                   eval_x, say, token_max: int) -> tuple[dict, dict]:
+                   eval_x, say, token_max: int | None) -> tuple[dict, dict]:
     """Write the job's files to `work`, run the agent there, read peak memory per model."""
     (work / "baseline.tflite").write_bytes(base_bytes)
     models = [{"label": "baseline", "path": str(work / "baseline.tflite")}]
@@ -428,7 +429,9 @@ def _run_on_device(device, work: Path, base_bytes: bytes, blobs: dict[str, bytes
         (work / f"{label}.tflite").write_bytes(blob)
         models.append({"label": label, "path": str(work / f"{label}.tflite")})
     job = {"models": models, "threads": settings.threads, "policy": settings.policy(),
-           "energy": settings.energy, "idle_s": settings.idle_s, "token_max": int(token_max)}
+           "energy": settings.energy, "idle_s": settings.idle_s}
+    if token_max is not None:  # else the agent's default
+        job["token_max"] = int(token_max)
     if eval_x is not None:
         np.savez(work / "eval.npz", x=eval_x)
         job["eval"] = {"npz": str(work / "eval.npz"), "max_samples": settings.eval_samples}
@@ -436,7 +439,7 @@ def _run_on_device(device, work: Path, base_bytes: bytes, blobs: dict[str, bytes
         + (" and evaluating" if eval_x is not None else ""))
     result = device.run(work, job)
     say("reading peak memory")
-    mems = {m["label"]: device.memory(Path(m["path"]), settings.threads, token_max=int(token_max)) for m in models}
+    mems = {m["label"]: device.memory(Path(m["path"]), settings.threads, token_max=token_max) for m in models}
     return result, mems
 
 

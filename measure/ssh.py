@@ -275,13 +275,13 @@ class SshDevice:
                               f"{fingerprint.fingerprint_id(got)}): measure again")
         return result
 
-    def memory(self, tflite_path: Path, threads: int, runs: int = 5, token_max: int = 1000) -> dict:
+    def memory(self, tflite_path: Path, threads: int, runs: int = 5, token_max: int | None = None) -> dict:
         """Peak memory of a fresh agent process on the board holding only this model."""
         return self._call({"model.tflite": Path(tflite_path)},
-                          ["agent.py", "mem", "model.tflite", str(int(threads)), str(int(runs)), str(int(token_max))],
-                          "reading peak memory")
+                          ["agent.py", "mem", "model.tflite", str(int(threads)), str(int(runs)),
+                           *agent_token_arg(token_max)], "reading peak memory")
 
 
 # At the end, not the top: measure.devices registers SshDevice by importing this module, and
 # this module's functions need its errors; either module may be imported first.
-from measure.devices import DeviceError, DeviceUnreachableError, parse_agent_output  # noqa: E402
+from measure.devices import DeviceError, DeviceUnreachableError, agent_token_arg, parse_agent_output  # noqa: E402

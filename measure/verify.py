@@ -81,4 +81,4 @@ def _cell(value: float | None, decimals: int | None = None) -> str:
     """A table cell: the value to 4 significant digits (or to `decimals` places), n/a where there is none."""
     if value is None or value != value:
         return "n/a"
-    return f"{value:.4g}" if decimals is None else f"{value + 0.0:.{decimals}f}".replace("-0.00", "0.00")
+    return f"{value:.4g}" if decimals is None else f"{round(value, decimals) + 0.0:.{decimals}f}"  # no "-0.00"
