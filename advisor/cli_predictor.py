@@ -126,18 +126,26 @@ def evaluate_command(
     seed: Annotated[int, typer.Option(help="Seed for the fold assignment.")] = 0,
     latency_mode: LatencyModeOpt = "composed",
     layer_latency: LayerLatencyOpt = True,
+    predictions: Annotated[Optional[Path], typer.Option(
+        "--predictions", help="Also write each held-out row's truth and predicted p10/p50/p90 (per target, "
+        "with its family, device, plan kind and fold) to this CSV file.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Score the predictor on held-out rows, against the FLOPs-proportional baseline."""
-    from advisor.evaluate import SPLITS, evaluate, summary_lines
+    from advisor.evaluate import SPLITS, evaluate, summary_lines, write_predictions
 
     if split not in SPLITS:
         raise OptionError(f"unknown --split {split!r} (valid: {', '.join(SPLITS)})")
+    if predictions is not None and not predictions.parent.is_dir():
+        raise OptionError(f"--predictions: folder {predictions.parent} does not exist")
     rows, profiles = read_training_data(data)
     params = {"latency_mode": latency_mode, "layer_latency": layer_latency}
+    entries: list[dict] | None = [] if predictions is not None else None
     with reporting(StageProgress()):  # stages on stderr: each fold trains a predictor
         result = evaluate(rows, profiles, split=split, seed=seed, folds=folds, params=params,
-                          fingerprints=read_fingerprints(data))
+                          fingerprints=read_fingerprints(data), predictions=entries)
+    if predictions is not None:
+        write_predictions(predictions, entries or [])
     if as_json:
         _emit(result)
         return

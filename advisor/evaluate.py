@@ -142,7 +142,8 @@ def plan_kinds(X: np.ndarray) -> np.ndarray:
 
 def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: str = "family", seed: int = 0,
              folds: int = 5, params: Mapping[str, Any] | None = None,
-             fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+             fingerprints: Mapping[str, Mapping[str, Any]] | None = None,
+             predictions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Held-out scores of the predictor and of the FLOPs-proportional baseline.
 
     Args:
@@ -150,13 +151,16 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
         split: "family", "random" or "device" (see the module docstring).
         folds: k for the family and random splits (the device split holds out each device).
         params: `Predictor` parameters for every fold's model.
+        predictions: if a list, one dict per held-out row and target is appended to it
+            (`PREDICTION_COLUMNS`: the row's config id, family, device, plan kind, fold, the
+            truth and the p10/p50/p90 predicted for it, in natural units).
 
     Returns:
         {"split", "targets": {"latency"|"size"|"energy": {"within_5pct", "within_10pct", "within_25pct",
         "mape", "spearman", "interval_coverage_80", "n"}, "accuracy_drop": {"mae_pp", "within_1pp", "n"}},
         "baselines": {"flops_proxy": {"latency": {"within_10pct", "mape"}}}, "by_plan": {"whole-model" |
         "structural" | "layer-wise": {"latency", "size", "accuracy_drop"}}, "by_family": {family:
-        {"latency", "size"}}}, plus "notes" (a
+        {"latency", "size"}}, "by_device": {device: {"latency", "size"}}}, plus "notes" (a
         list of strings) when something could not be evaluated. Scores are None where n is 0.
 
     Raises:
@@ -192,20 +196,23 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
         kinds = plan_kinds(test.X)
         for target, (mask, y) in _natural_truth(test).items():
             if target in pred and mask.any():
-                pooled[target].append((y[mask], pred[target][mask], kinds[mask], test.family[mask]))
+                pooled[target].append((y[mask], pred[target][mask], kinds[mask], test.family[mask],
+                                       test.device[mask]))
+                if predictions is not None:
+                    predictions.extend(_prediction_rows(k, target, test, mask, y, pred[target], kinds))
         lat = test.measured & np.isfinite(test.latency) & (test.latency > 0)
         proxy.append((test.latency[lat], flops_proxy(train, test)[lat]))
 
-    def joined(target: str, kind: str | None = None, family: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def joined(target: str, kind: str | None = None, family: str | None = None,
+               device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         parts = pooled[target]
         if not parts:
             return np.zeros(0), np.zeros((0, 3))
         y, q = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         keep = np.ones(len(y), dtype=bool)
-        if kind is not None:
-            keep &= np.concatenate([p[2] for p in parts]) == kind
-        if family is not None:
-            keep &= np.concatenate([p[3] for p in parts]) == family
+        for column, wanted in ((2, kind), (3, family), (4, device)):
+            if wanted is not None:
+                keep &= np.concatenate([p[column] for p in parts]) == wanted
         return y[keep], q[keep]
 
     targets: dict[str, Any] = {t: _ratio_metrics(*joined(t)) for t in RATIO_TARGETS}
@@ -216,13 +223,16 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
     families = sorted({str(f) for t in ("latency", "size") for p in pooled[t] for f in p[3]})
     by_family = {f: {"latency": _ratio_metrics(*joined("latency", family=f)),
                      "size": _ratio_metrics(*joined("size", family=f))} for f in families}
+    devices = sorted({str(v) for t in ("latency", "size") for p in pooled[t] for v in p[4]})
+    by_device = {v: {"latency": _ratio_metrics(*joined("latency", device=v)),
+                     "size": _ratio_metrics(*joined("size", device=v))} for v in devices}
     y = np.concatenate([p[0] for p in proxy]) if proxy else np.zeros(0)
     guess = np.concatenate([p[1] for p in proxy]) if proxy else np.zeros(0)
     base = _ratio_metrics(y, np.column_stack([guess, guess, guess]) if len(y) else np.zeros((0, 3)))
     result: dict[str, Any] = {
         "split": split, "targets": targets,
         "baselines": {"flops_proxy": {"latency": {"within_10pct": base["within_10pct"], "mape": base["mape"]}}},
-        "by_plan": by_plan, "by_family": by_family,
+        "by_plan": by_plan, "by_family": by_family, "by_device": by_device,
     }
     for name, metrics in targets.items():
         if metrics["n"] == 0 and n_folds:
@@ -230,6 +240,33 @@ def evaluate(rows: pd.DataFrame, profiles: Mapping[str, ModelProfile], split: st
     if notes:
         result["notes"] = notes
     return result
+
+
+#: The fields of each `evaluate(..., predictions=[])` entry, in order.
+PREDICTION_COLUMNS = ("config_id", "family", "device", "plan", "fold", "target", "truth", "p10", "p50", "p90")
+
+
+def _prediction_rows(fold: int, target: str, test: TrainingData, mask: np.ndarray, y: np.ndarray, q: np.ndarray,
+                     kinds: np.ndarray) -> list[dict[str, Any]]:
+    name = "accuracy_drop" if target == "accuracy_delta" else target
+    return [dict(zip(PREDICTION_COLUMNS, (str(test.config_id[i]), str(test.family[i]), str(test.device[i]),
+                                          str(kinds[i]), fold, name, float(y[i]), *map(float, q[i]))))
+            for i in np.flatnonzero(mask)]
+
+
+def write_predictions(path: Any, entries: list[dict[str, Any]]) -> None:
+    """Write `evaluate`'s per-row predictions as CSV (atomically: a temp file beside it, renamed)."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from advisor.store import write_bytes_atomic
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=PREDICTION_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(entries)
+    write_bytes_atomic(Path(path), buffer.getvalue().encode())
 
 
 def _natural_truth(d: TrainingData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -274,6 +311,13 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
     if ranked:
         lines.append("  latency by family, worst first (±10%, n): " + ", ".join(
             f"{f} {pct(m['within_10pct']).strip()} ({m['n']})" for f, m in ranked))
+    for device, m in (result.get("by_device") or {}).items():
+        lat, size = m["latency"], m["size"]
+        if lat["n"] or size["n"]:
+            lines.append(f"  {device}: latency n {lat['n']}, ±10% {pct(lat['within_10pct']).strip()}, "
+                         f"±25% {pct(lat['within_25pct']).strip()}, MAPE {pct(lat['mape']).strip()}, "
+                         f"p10-p90 {pct(lat['interval_coverage_80']).strip()}; size n {size['n']}, "
+                         f"±5% {pct(size['within_5pct']).strip()}")
     for note in result.get("notes", []):
         lines.append(f"  note: {note}")
     return lines

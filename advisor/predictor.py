@@ -114,6 +114,11 @@ campaign measured gets a tight band, an unseen one an honest wide band.
 A third level, "new_device" (latency and energy, with at least two measured machines), holds
 each machine out in turn: a row on a machine no training row came from (a board profile, a new
 CPU) gets, on each side, the wider of its family-level shift and this one.
+Latency and energy errors differ by machine (a machine with kernel probes of its own is
+predicted far better than one without: held out by family, 2026-12-06, one shared band covered
+95% of this project's AMD machine's rows and 69% of another's), so at the novel and familiar
+levels a machine with at least `MACHINE_BAND_ROWS` held-out rows gets shifts of its own
+(`machines` in the level's entry); any other machine gets the pooled ones.
 
 Only rows with status "ok" are used; failed rows never train anything.
 """
@@ -140,8 +145,11 @@ if TYPE_CHECKING:  # pandas costs ~0.3 s to import: the answer path never needs 
 
 QUANTILES = (0.1, 0.5, 0.9)
 SIZE_CHANGE = "size_change"  # the priors_ entry of `SizeChange`
-#: Targets whose bands get a third calibration level, for machines no training row came from.
+#: Targets whose bands get a third calibration level, for machines no training row came from,
+#: and shifts of their own for each well-measured machine.
 NEW_DEVICE_TARGETS = ("latency", "energy")
+#: Fewest held-out rows of one machine (at one calibration level) for band shifts of its own.
+MACHINE_BAND_ROWS = 150
 
 # The device block without the thread setting: what identifies a machine among the rows.
 _MACHINE_COLUMNS = np.array([F.INDEX[n] for n in F.DEVICE_NAMES if n not in ("threads", "thread_share")])
@@ -1113,7 +1121,7 @@ class Predictor:
         out: dict[str, dict[str, dict[str, float]]] = {}
         for level, fold in (("novel", by_family), ("familiar", by_row)):
             stage(f"calibrating the bands: {folds} refits holding out {'families' if level == 'novel' else 'rows'}")
-            for target, shift in self._held_out_shifts(data, fold, folds).items():
+            for target, shift in self._held_out_shifts(data, fold, folds, per_machine=True).items():
                 out.setdefault(target, {})[level] = shift
         # A machine no row came from: hold each measured machine out in turn (its probes too).
         timed = data.measured & _positive(data.latency)
@@ -1127,9 +1135,10 @@ class Predictor:
                     out.setdefault(target, {})["new_device"] = shift
         return out
 
-    def _held_out_shifts(self, data: TrainingData, fold: np.ndarray, folds: int) -> dict[str, dict[str, float]]:
+    def _held_out_shifts(self, data: TrainingData, fold: np.ndarray, folds: int,
+                         per_machine: bool = False) -> dict[str, dict[str, Any]]:
         truth = _truth(data)
-        collected: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {t: [] for t in TARGETS}
+        collected: dict[str, list[tuple[np.ndarray, ...]]] = {t: [] for t in TARGETS}
         for k in range(folds):
             train, test = data.take(fold != k), data.take(fold == k)
             if len(test) == 0 or len(train) == 0:
@@ -1144,16 +1153,26 @@ class Predictor:
                 held = rows[fold == k]
                 q = raw[target][held]
                 ok = np.isfinite(q).all(axis=1)
-                collected[target].append((y[fold == k][held][ok], q[ok]))
+                collected[target].append((y[fold == k][held][ok], q[ok], test.device[held][ok],
+                                          test.X[held][ok][:, _MACHINE_COLUMNS]))
         out = {}
         for target, parts in collected.items():
             y = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
             if len(y) < 10:
                 continue
             q = np.concatenate([p[1] for p in parts])
-            out[target] = {"lo": float(np.quantile(y - q[:, 0], QUANTILES[0])),
-                           "hi": float(np.quantile(y - q[:, 2], QUANTILES[2])),
-                           "rows": int(len(y)), "folds": int(folds)}
+            out[target] = {**_band_shift(y, q), "rows": int(len(y)), "folds": int(folds)}
+            if per_machine and target in NEW_DEVICE_TARGETS:
+                device = np.concatenate([p[2] for p in parts])
+                machine = np.nan_to_num(np.concatenate([p[3] for p in parts]), nan=-1.0)
+                own = []
+                for name in np.unique(device):
+                    mine = device == name
+                    if mine.sum() >= MACHINE_BAND_ROWS:
+                        own.append({"device": str(name), "machine": machine[mine][0].tolist(),
+                                    **_band_shift(y[mine], q[mine]), "rows": int(mine.sum())})
+                if own:
+                    out[target]["machines"] = own
         return out
 
     # -- predicting --
@@ -1316,6 +1335,7 @@ class _Model:
                     shift = levels.get(level) or levels.get("novel")
                     if shift:
                         lo_shift[rows], hi_shift[rows] = shift["lo"], shift["hi"]
+                        _machine_shifts(X, shift, rows, lo_shift, hi_shift)
                 device = levels.get("new_device")
                 if device and self.latency_machines is not None:
                     # On a machine no row came from, each side takes the wider of the two shifts.
@@ -1332,6 +1352,19 @@ class _Model:
             exact = _is_float_file(X)
             out["size"][exact] = X[exact, F.INDEX["float_file_bytes"]][:, None]
         return out
+
+
+def _band_shift(y: np.ndarray, q: np.ndarray) -> dict[str, float]:
+    """The p10 and p90 shifts that put 10% of the truths `y` below p10 and 10% above p90 of `q`."""
+    return {"lo": float(np.quantile(y - q[:, 0], QUANTILES[0])), "hi": float(np.quantile(y - q[:, 2], QUANTILES[2]))}
+
+
+def _machine_shifts(X: np.ndarray, shift: Mapping[str, Any], rows: np.ndarray, lo_shift: np.ndarray,
+                    hi_shift: np.ndarray) -> None:
+    """Give the `rows` of X on a machine with shifts of its own (`shift["machines"]`) those shifts."""
+    for own in shift.get("machines", ()):
+        mine = rows & _on_machines(X, np.asarray(own["machine"], dtype=np.float64)[None, :])
+        lo_shift[mine], hi_shift[mine] = own["lo"], own["hi"]
 
 
 def _truth(d: TrainingData) -> dict[str, tuple[np.ndarray, np.ndarray]]:

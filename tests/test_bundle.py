@@ -205,6 +205,27 @@ def test_evaluate_on_the_command_line(app, store, fast):
     assert result.exit_code == 0 and "latency" in result.output
 
 
+def test_evaluate_writes_the_held_out_predictions(app, store, fast, tmp_path):
+    import csv
+
+    root, _ = store
+    out = tmp_path / "held_out.csv"
+    result = CliRunner().invoke(app, ["evaluate", "--split", "random", "--data", str(root), "--json",
+                                      "--predictions", str(out)])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)["targets"]
+    with out.open() as f:
+        entries = list(csv.DictReader(f))
+    for target in ("latency", "size"):  # one line per scored row, and the scores follow from them
+        mine = [e for e in entries if e["target"] == target]
+        assert len(mine) == scores[target]["n"] > 0
+        hits = [abs(float(e["p50"]) / float(e["truth"]) - 1) <= 0.10 for e in mine]
+        assert sum(hits) / len(hits) == pytest.approx(scores[target]["within_10pct"])
+        assert all(float(e["p10"]) <= float(e["p50"]) <= float(e["p90"]) for e in mine)
+    bad = CliRunner().invoke(app, ["evaluate", "--data", str(root), "--predictions", str(tmp_path / "no" / "x.csv")])
+    assert isinstance(bad.exception, OptionError) and "does not exist" in str(bad.exception)  # main(): exit 2
+
+
 def test_command_errors_are_advisor_errors(trained, tmp_path):
     _, directory, _, _ = trained
     with pytest.raises(UnknownNameError, match="unknown device 'jetson'.*valid: local, sim-arm, sim-x86"):

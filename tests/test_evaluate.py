@@ -14,7 +14,7 @@ RATIO_KEYS = {"within_5pct", "within_10pct", "within_25pct", "mape", "spearman",
 
 
 def _check_shape(result: dict, split: str) -> None:
-    assert set(result) - {"notes"} == {"split", "targets", "baselines", "by_plan", "by_family"}
+    assert set(result) - {"notes"} == {"split", "targets", "baselines", "by_plan", "by_family", "by_device"}
     assert set(result["by_plan"]) == {"whole-model", "structural", "layer-wise"}
     assert result["split"] == split
     assert set(result["targets"]) == {"latency", "size", "energy", "accuracy_drop"}
@@ -43,6 +43,10 @@ def test_family_split_holds_out_families_and_beats_the_flops_proxy():
     assert set(result["by_family"]) == set(rows["family"])
     assert sum(m["latency"]["n"] for m in result["by_family"].values()) == lat["n"]
     assert any(line.strip().startswith("latency by family") for line in summary_lines(result))
+    # per device: the same held-out rows, split by the device that measured them
+    assert set(result["by_device"]) == set(rows["device"])
+    assert sum(m["latency"]["n"] for m in result["by_device"].values()) == lat["n"]
+    assert any(line.strip().startswith(str(rows["device"].iloc[0]) + ":") for line in summary_lines(result))
 
 
 def test_random_split_and_energy():

@@ -506,6 +506,34 @@ def test_a_machine_no_row_came_from_gets_the_held_out_machines_band():
     np.testing.assert_allclose(again.predict(elsewhere)["latency"], unseen)
 
 
+def test_a_well_measured_machine_gets_bands_of_its_own(monkeypatch):
+    """Two machines, one timed with far more noise: one pooled band would be too wide for the
+    quiet one and too narrow for the noisy one; each gets its own, and a third machine the pooled."""
+    import advisor.predictor as P
+
+    quiet, _ = synthetic_rows(per_family=3, devices=("sim-x86",), noise=0.01, seed=1)
+    noisy, profiles = synthetic_rows(per_family=3, devices=("sim-arm",), noise=1.0, seed=2)
+    rows = pd.concat([quiet, noisy], ignore_index=True)
+    profiles = {**synthetic_rows(per_family=3, devices=("sim-x86",), noise=0.01, seed=1)[1], **profiles}
+    monkeypatch.setattr(P, "MACHINE_BAND_ROWS", 30)
+    p = Predictor(n_estimators=25, calibration_folds=3).fit(rows, profiles)
+    novel = p.calibration_["latency"]["novel"]
+    own = {m["device"]: m for m in novel["machines"]}
+    assert set(own) == {"sim-x86", "sim-arm"}
+    assert own["sim-arm"]["hi"] - own["sim-arm"]["lo"] > own["sim-x86"]["hi"] - own["sim-x86"]["lo"] + 0.3
+    assert novel["hi"] - novel["lo"] > own["sim-x86"]["hi"] - own["sim-x86"]["lo"]
+    assert "machines" not in p.calibration_["size"]["novel"]  # latency and energy only
+    d = prepare(rows, profiles)
+    band = p.predict(d.X)["latency"]
+    raw = np.sort(p._model().raw(d.X)["latency"], axis=1)  # every row's network was seen: "familiar"
+    for name, shift in {m["device"]: m for m in p.calibration_["latency"]["familiar"]["machines"]}.items():
+        mine = d.device == name
+        np.testing.assert_allclose(np.log(band[mine, 0]), np.minimum(raw[mine, 0] + shift["lo"], raw[mine, 1]))
+        np.testing.assert_allclose(np.log(band[mine, 2]), np.maximum(raw[mine, 2] + shift["hi"], raw[mine, 1]))
+    again = Predictor.from_state(p.to_state(), p.boosters_)  # the shifts survive a bundle
+    np.testing.assert_allclose(again.predict(d.X)["latency"], band)
+
+
 def test_ratio_prior_recovers_per_group_speedups_and_round_trips():
     from advisor.predictor import PRIORS, RatioPrior, fit_prior, fit_ratio_prior, group_times, prior_from_dict
 
