@@ -174,6 +174,17 @@ def _on_machines(X: np.ndarray, machines: np.ndarray) -> np.ndarray:
 # Priors: small non-negative linear models over feature columns, stored as plain numbers.
 
 
+def _table(rows: Any) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(x) for x in row) for row in rows)
+
+
+def _keyed_fields(d: Mapping[str, Any], table: str) -> dict[str, Any]:
+    """The fields every keyed prior stores (one row of `table` per key of its machine and mode
+    columns, and the training rows behind each), read back from `to_dict()`."""
+    return {"name": str(d["name"]), "key_columns": tuple(d["key_columns"]), "keys": _table(d["keys"]),
+            table: _table(d[table]), "rows": tuple(int(x) for x in d["rows"])}
+
+
 @dataclass(frozen=True)
 class PriorSpec:
     """How a prior is fitted.
@@ -270,13 +281,9 @@ class Prior:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Prior:
-        def tuples(v: Any) -> tuple[tuple[float, ...], ...]:
-            return tuple(tuple(float(x) for x in row) for row in v)
-
-        return cls(name=str(d["name"]), columns=tuple(d["columns"]), fallback_column=str(d["fallback_column"]),
-                   key_columns=tuple(d["key_columns"]), keys=tuples(d["keys"]), coef=tuples(d["coef"]),
+        return cls(**_keyed_fields(d, "coef"), columns=tuple(d["columns"]), fallback_column=str(d["fallback_column"]),
                    intercept=tuple(float(x) for x in d["intercept"]),
-                   fallback_coef=tuple(float(x) for x in d["fallback_coef"]), rows=tuple(int(x) for x in d["rows"]))
+                   fallback_coef=tuple(float(x) for x in d["fallback_coef"]))
 
 
 def _nnls_relative(X: np.ndarray, y: np.ndarray, spec: PriorSpec, anchor: Mapping[str, float]
@@ -426,10 +433,7 @@ class RatioPrior:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RatioPrior:
-        return cls(name=str(d["name"]), key_columns=tuple(d["key_columns"]),
-                   keys=tuple(tuple(float(x) for x in k) for k in d["keys"]),
-                   speedups=tuple(tuple(float(x) for x in v) for v in d["speedups"]),
-                   rows=tuple(int(x) for x in d["rows"]))
+        return cls(**_keyed_fields(d, "speedups"))
 
 
 def _fit_speedups(T: np.ndarray, ratio: np.ndarray) -> np.ndarray:
@@ -523,9 +527,7 @@ class SizeChange:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SizeChange:
-        return cls(name=str(d["name"]), key_columns=tuple(d["key_columns"]),
-                   keys=tuple(tuple(float(x) for x in k) for k in d["keys"]),
-                   coef=tuple(tuple(float(x) for x in v) for v in d["coef"]), rows=tuple(int(x) for x in d["rows"]))
+        return cls(**_keyed_fields(d, "coef"))
 
 
 def _is_float_file(X: np.ndarray) -> np.ndarray:
