@@ -104,12 +104,17 @@ _FOLD_TARGETS = frozenset({*SEPARABLE, *(t for t, g in LAYER_GROUPS.items() if g
 
 #: The TFLite converter's dynamic-range quantization skips tensors smaller than this.
 DYNAMIC_RANGE_MIN_ELEMENTS = 1024
-#: Layers whose kernel a pruned float model stores sparse-encoded (about 5 bytes per non-zero plus
-#: ~300 bytes per tensor): what `measure.compress` prunes (TF-MOT wraps them under tf-keras 2.21)
+#: Layers whose kernel a pruned float model stores sparse-encoded (4 bytes per non-zero value, an
+#: index per non-zero and a segment entry per row: `_sparse_index`; plus ~300 bytes per tensor of
+#: sparsity metadata and a DENSIFY operator): what `measure.compress` prunes (TF-MOT wraps them under tf-keras 2.21)
 #: and the converter encodes sparse. Measured: bench/results/sparse_storage.md. Embeddings are
 #: pruned but stored dense (GATHER takes no sparse tensor); depthwise and recurrent layers are not
 #: pruned at all. A separable convolution's pointwise kernel counts as a Conv2D.
 SPARSE_STORED_LAYERS = frozenset({"Conv1D", "Conv2D", "Conv3D", "Convolution1D", "Convolution2D", "Dense"})
+#: Kept shares (1 - sparsity) at which a network's sparse segment bytes are tabulated
+#: (`sparse_segments_<k>`); a row takes the nearest in log scale to its own.
+SEGMENT_KEPT = (0.5, 0.2, 0.1)
+SPARSE_INDEX_NAMES = ("sparse_index_full", *(f"sparse_segments_{k:g}" for k in SEGMENT_KEPT))
 #: TFLite operators and tensors one Keras layer becomes when converted (measured by
 #: `bench/tflite_ops.py`, bench/results/tflite_ops.md; float conversion): the file pays for each
 #: operator and tensor (shapes, names, quantization parameters), and an invoke for each operator.
@@ -147,7 +152,7 @@ def _profile_names() -> tuple[str, ...]:
     return ("macs", "params", "depth", "n_ops", "input_size", "input_elements", "act_elements", "act_peak",
             "macs_per_act", "macs_per_op", "params_per_mac", "num_classes", "params_folded", "params_small",
             "n_weighted", "channels_weighted", "channels_dense", "channels_dynamic", "params_sparse_stored",
-            "n_sparse_stored", "params_qat_float", "tflite_ops", "tflite_tensors",
+            "n_sparse_stored", *SPARSE_INDEX_NAMES, "params_qat_float", "tflite_ops", "tflite_tensors",
             *(f"macs_{g}_padded" for g in PADDED_GROUPS), "act_in", *(f"act_in_{g}" for g in GROUPS),
             *(f"domain_{d}" for d in DOMAINS), *per_group, *per_bucket, "macs_conv_k1", "macs_conv_strided",
             *shares, "share_conv_k1", "share_act_other",
@@ -163,7 +168,8 @@ def _technique_names() -> tuple[str, ...]:
         step_keys.update(cls().features())  # every technique has default parameters
     cover = tuple(f"cover_{k}{m}" for k in LAYERWISE_KINDS for m in ("", "_macs"))
     return ("n_steps", *has, *(f"order_{k}" for k in kinds), *(f"kind_{k}" for k in kinds),
-            *sorted(step_keys), "eff_weight_bits", "eff_act_bits", "density", "cluster_bits", *cover)
+            *sorted(step_keys), "eff_weight_bits", "eff_act_bits", "density", "cluster_bits", *cover,
+            *LAYERWISE_QAT_NAMES)
 
 
 def _structure_names() -> tuple[str, ...]:
@@ -181,6 +187,12 @@ def _key(name: str) -> str:
 
 #: Numeric step kinds a layer-wise plan may give to some layers only: their coverage is a feature.
 LAYERWISE_KINDS = ("prune", "cluster", "quantize")
+#: What quantization-aware training of some layers only adds to the converted graph (0 for every
+#: other plan): each such layer sits between a QUANTIZE and a DEQUANTIZE, and a batch norm right
+#: after one no longer folds into it (annotated layer by layer, TF-MOT folds none) but runs as a
+#: MUL and an ADD with float constants (measured: sampled:depthwise_separable:2, 8 layers taken,
+#: 8 QUANTIZE, 8 DEQUANTIZE, 8 MUL, 8 ADD; a file twice the float one's size).
+LAYERWISE_QAT_NAMES = ("qat_split_layers", "qat_unfolded_bn", "qat_bn_params")
 
 PROFILE_NAMES = _profile_names()
 TECHNIQUE_NAMES = _technique_names()
@@ -188,7 +200,8 @@ STRUCTURE_NAMES = _structure_names()
 DEVICE_NAMES = ("threads", "logical_cpus", "physical_cores", "thread_share", "memory_gib", "accelerator",
                 "arch_x86_64", "arch_aarch64", "arch_arm32", *(f"isa_{f}" for f in ISA_FEATURES))
 CONTEXT_NAMES = ("source_published", "weights_random", "float_file_bytes", "float_file_random")
-DERIVED_NAMES = ("param_bytes", "param_nonzero", "param_sparse", "sparse_tensors", "channels_bias",
+DERIVED_NAMES = ("param_bytes", "param_nonzero", "param_sparse", "sparse_tensors", "channels_bias", "bias_tensors",
+                 "plan_tensors",
                  "float_file_excess")
 #: Steps that train the network (fine-tuning, a student, a factorised network's recovery): after
 #: them a random-weight network's biases are no longer zero.
@@ -264,6 +277,28 @@ def _kernel_params(layer: LayerProfile) -> float:
     if layer.type not in SPARSE_STORED_LAYERS or not layer.output_elements:
         return 0.0
     return float(min(layer.macs * cout / layer.output_elements, layer.params))
+
+
+def _index_width(largest: float) -> int:
+    """Bytes per entry of a sparse tensor's index array whose largest value is `largest`: the
+    converter stores uint8, uint16 or int32 arrays, the narrowest that holds it."""
+    return 1 if largest < 256 else (2 if largest < 65536 else 4)
+
+
+
+
+def _sparse_index(layer: LayerProfile, kernel: float) -> tuple[float, tuple[float, ...]]:
+    """What a sparse-encoded kernel of `kernel` weights adds beyond its non-zero values, as the
+    TFLite converter stores it (measured: bench/sparse_storage.py; every dimension dense but the
+    last, which is compressed-sparse-row): one index per non-zero, as wide as the input channels
+    need (`_index_width(c_in - 1)`), and one segment entry per row of the other dimensions (output
+    channels x kernel positions) plus one, as wide as the non-zero count needs. Returns (index
+    bytes at full density, segment bytes at each of `SEGMENT_KEPT`)."""
+    cin = int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
+    if cin <= 0:
+        return 0.0, (0.0,) * len(SEGMENT_KEPT)
+    rows = max(kernel / cin, 1.0) + 1.0
+    return kernel * _index_width(cin - 1), tuple(rows * _index_width(k * kernel) for k in SEGMENT_KEPT)
 
 
 #: A separable convolution's second half (its 1x1 convolution), as a unit of its own.
@@ -359,7 +394,8 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
                     bucket[f"macs_{g}_{b}"] += m
 
     folded = small = weighted = channels = dense_channels = dynamic_channels = 0.0
-    sparse_stored = n_sparse = qat_float = 0.0
+    sparse_stored = n_sparse = qat_float = index_full = 0.0
+    segment_bytes = [0.0] * len(SEGMENT_KEPT)
     tfl_ops = tfl_tensors = 0.0
     padded = dict.fromkeys(PADDED_GROUPS, 0.0)
     for layer, free in free_layers(profile):
@@ -371,6 +407,9 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
         if kernel:
             sparse_stored += kernel
             n_sparse += 1.0
+            full, segments = _sparse_index(layer, kernel)
+            index_full += full
+            segment_bytes = [a + b for a, b in zip(segment_bytes, segments)]
         if layer.type in QAT_FLOAT_LAYERS:
             qat_float += layer.params
         if layer.type in FOLDED_LAYERS:
@@ -418,6 +457,7 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
         "params_folded": folded, "params_small": small, "n_weighted": weighted, "channels_weighted": channels,
         "channels_dense": dense_channels, "channels_dynamic": dynamic_channels,
         "params_sparse_stored": sparse_stored, "n_sparse_stored": n_sparse, "params_qat_float": qat_float,
+        "sparse_index_full": index_full, **{f"sparse_segments_{k:g}": b for k, b in zip(SEGMENT_KEPT, segment_bytes)},
         "tflite_ops": tfl_ops, "tflite_tensors": tfl_tensors,
         **{f"macs_{g}_padded": padded[g] for g in PADDED_GROUPS},
         "act_in": sum(act_in.values()), **{f"act_in_{g}": act_in[g] for g in GROUPS},
@@ -516,8 +556,22 @@ def layerwise_features(profile: ModelProfile, pipeline: Pipeline) -> dict[str, f
         elif kind == "cluster":
             bits = sum(math.log2(f["clusters"]) * w for f, w in feats) / max(sum(p.values()), 1.0)
             out["cluster_bits"], out["clusters"] = bits, 2.0 ** bits
+        elif kind == "quantize":
+            _layerwise_qat(profile, {n for n, st in taken.items() if st.name == "qat-int8"}, out)
     _derive_technique(out)
     return out
+
+
+def _layerwise_qat(profile: ModelProfile, qat: set[str], out: dict[str, float]) -> None:
+    """`LAYERWISE_QAT_NAMES` of a plan whose quantization-aware training takes the layers `qat`."""
+    previous: LayerProfile | None = None
+    for layer in profile.layers:
+        if layer.name in qat:
+            out["qat_split_layers"] += 1.0
+        if layer.type in FOLDED_LAYERS and previous is not None and previous.name in qat:
+            out["qat_unfolded_bn"] += 1.0
+            out["qat_bn_params"] += float(layer.params)
+        previous = layer
 
 
 def structure_features(pipeline: Pipeline, profile: ModelProfile | None = None,
@@ -732,14 +786,18 @@ def fill_derived(X: np.ndarray) -> np.ndarray:
     tensors under 1,024 elements in float32; quantization-aware training leaves the layers it has
     no scheme for (`QAT_FLOAT_LAYERS`) in float32; a pruned pipeline that stays float is converted
     with sparse tensor encoding (`measure.compress`), which stores only the non-zero values of the
-    kernels in `SPARSE_STORED_LAYERS` (everything else stays dense). `param_sparse` counts those
-    non-zeros and `sparse_tensors` their tensors, for the prior to learn the index bytes and the
-    per-tensor bookkeeping they cost (0 for densely stored rows). Rows without per-layer detail
-    (NaN profile columns) fall back to every weight at the pipeline's width and density.
+    kernels in `SPARSE_STORED_LAYERS` (everything else stays dense), each with its index and
+    segment arrays (`_sparse_index`: 1, 2 or 4 bytes an entry, as the input channels and the
+    non-zero count need; counted in `param_bytes`). `param_sparse` counts those non-zeros and
+    `sparse_tensors` their tensors, for the prior to learn the per-tensor bookkeeping they cost (0
+    for densely stored rows). Rows without per-layer detail (NaN profile columns) fall back to
+    every weight at the pipeline's width and density.
 
     `channels_bias` counts the biases the file stores, one per output channel of a weighted layer
     (folded batch norms included). A network with random weights that nothing trained has zero
-    biases, which the converter shares or drops (a 10% smaller file for a tiny network).
+    biases, which the converter shares or drops (a 10% smaller file for a tiny network);
+    `bias_tensors` counts the tensors they take when stored (each named after its fused operator:
+    a trained 8-layer sampled network's float file is 22% larger than its random-weight one).
     """
     params = X[:, INDEX["params"]]
     folded = np.nan_to_num(X[:, INDEX["params_folded"]])
@@ -760,7 +818,15 @@ def fill_derived(X: np.ndarray) -> np.ndarray:
     stays_float = np.where(dynamic, np.minimum(small, weights), 0.0)
     stays_float = np.where(qat, np.minimum(np.nan_to_num(X[:, INDEX["params_qat_float"]]), weights), stays_float)
     value_bytes = (weights - stays_float) * bits / 8.0 + stays_float * 4.0
-    X[:, INDEX["param_bytes"]] = np.where(sparse, value_bytes - kernels * (1.0 - kept) * bits / 8.0, value_bytes)
+    index_bytes = np.where(detail, _sparse_index_bytes(X, kept, cover), 0.0)
+    # A batch norm a layer-wise QAT leaves unfolded stores its scale and shift: 2 floats a channel.
+    value_bytes = value_bytes + 2.0 * np.nan_to_num(X[:, INDEX["qat_bn_params"]])
+    X[:, INDEX["param_bytes"]] = np.where(sparse, value_bytes - kernels * (1.0 - kept) * bits / 8.0 + index_bytes,
+                                          value_bytes)
+    # The tensors a plan adds to the graph: a QUANTIZE and a DEQUANTIZE output per layer a
+    # layer-wise QAT takes, a MUL's and an ADD's constant and output per batch norm it unfolds.
+    X[:, INDEX["plan_tensors"]] = (2.0 * np.nan_to_num(X[:, INDEX["qat_split_layers"]])
+                                   + 4.0 * np.nan_to_num(X[:, INDEX["qat_unfolded_bn"]]))
     X[:, INDEX["param_nonzero"]] = params * density
     X[:, INDEX["param_sparse"]] = np.where(sparse, kernels * kept, 0.0)
     tensors = np.where(detail, np.nan_to_num(X[:, INDEX["n_sparse_stored"]]), 0.0)
@@ -768,12 +834,24 @@ def fill_derived(X: np.ndarray) -> np.ndarray:
     trained = ~(np.nan_to_num(X[:, INDEX["weights_random"]]) > 0)
     trained |= np.nan_to_num(X[:, [INDEX[c] for c in TRAINING_STEPS]]).any(axis=1)
     X[:, INDEX["channels_bias"]] = np.where(trained, X[:, INDEX["channels_weighted"]], 0.0)
+    # ... and each such bias is a tensor of its own, named after the fused operator it feeds
+    # (a few hundred bytes of name in a sampled network: bench/results/sparse_storage.md).
+    X[:, INDEX["bias_tensors"]] = np.where(trained, X[:, INDEX["n_weighted"]], 0.0)
     # The float file's bytes beyond its weights, per TFLite tensor: names, shapes and operator
     # bookkeeping, which a quantized file repeats for each tensor it adds (a float16 file a
     # dequantize operator and tensor per weight).
-    tensors = np.maximum(np.nan_to_num(X[:, INDEX["tflite_tensors"]]), 1.0)
-    X[:, INDEX["float_file_excess"]] = (X[:, INDEX["float_file_bytes"]] - 4.0 * weights) / tensors
+    X[:, INDEX["float_file_excess"]] = (X[:, INDEX["float_file_bytes"]] - 4.0 * weights) / _tensors(X)
     return X
+
+
+def _sparse_index_bytes(X: np.ndarray, kept: np.ndarray, cover: np.ndarray) -> np.ndarray:
+    """Per row, the index and segment bytes of its sparse-encoded kernels (`_sparse_index`) at
+    kept share `kept` of the `cover` share of them; segments from the tabulated kept share
+    nearest in log scale."""
+    segments = np.column_stack([np.nan_to_num(X[:, INDEX[f"sparse_segments_{k:g}"]]) for k in SEGMENT_KEPT])
+    nearest = np.argmin(np.abs(np.log(np.maximum(kept, 1e-6))[:, None] - np.log(np.array(SEGMENT_KEPT))), axis=1)
+    chosen = segments[np.arange(len(X)), nearest]
+    return (kept * np.nan_to_num(X[:, INDEX["sparse_index_full"]]) + chosen) * cover
 
 
 def _blocks(profile: ModelProfile | np.ndarray, pv: np.ndarray, spec: str
@@ -816,7 +894,7 @@ def feature_matrix(profile: ModelProfile | np.ndarray, pipelines: Sequence[Pipel
     X[:, TECHNIQUE_BLOCK] = np.stack([b[1] for b in blocks])[index]
     X[:, STRUCTURE_BLOCK] = np.stack([b[2] for b in blocks])[index]
     if isinstance(profile, ModelProfile):
-        _float_file(X, profile.tflite_bytes, profile.tflite_weights == "random")
+        _float_file(X, profile.tflite_bytes, profile.tflite_weights == "random", pv)
     else:
         _float_file(X, None, False)
     return fill_derived(X)
@@ -826,17 +904,42 @@ def feature_matrix(profile: ModelProfile | np.ndarray, pipelines: Sequence[Pipel
 _ROW_CONTEXT = np.array([INDEX["source_published"], INDEX["weights_random"]])
 
 
-def _float_file(X: np.ndarray, file_bytes: float | None, random: bool) -> None:
-    """Fill the float-file columns of rows X of one network whose converted float file has
-    `file_bytes` (random or trained weights): NaN where it is unknown, and on rows whose structural
-    steps build another network, whose file nobody converted."""
+def _float_file(X: np.ndarray, file_bytes: float | None, random: bool, pv: np.ndarray | None = None) -> None:
+    """Fill the float-file columns of rows X of one network (profile vector `pv`) whose converted
+    float file has `file_bytes` (random or trained weights); NaN where it is unknown.
+
+    A row whose structural steps build another network (a student, a factorised network) gets
+    that network's float file as estimated from the original's: its own weights at 4 bytes each
+    plus the original file's bytes per TFLite tensor beyond its weights (names, shapes, operator
+    bookkeeping: the built network is named and converted like the original) for each of its
+    tensors. Without `pv` such rows stay NaN."""
     X[:, INDEX["float_file_bytes"]] = np.nan
     X[:, INDEX["float_file_random"]] = np.nan
     if not file_bytes:
         return
     own = ~has_structure(X)
     X[own, INDEX["float_file_bytes"]] = float(file_bytes)
-    X[own, INDEX["float_file_random"]] = float(random)
+    X[:, INDEX["float_file_random"]] = float(random)
+    built = ~own
+    if pv is None or random or not built.any():
+        # A random-weight file drops the zero biases a trained student or factorised network stores.
+        X[built, INDEX["float_file_random"]] = np.nan
+        return
+    original = np.full((1, len(FEATURE_NAMES)), np.nan)
+    original[0, PROFILE_BLOCK] = pv
+    excess = (float(file_bytes) - 4.0 * _weights(original)[0]) / _tensors(original)[0]
+    Xs = X[built]
+    X[built, INDEX["float_file_bytes"]] = 4.0 * _weights(Xs) + max(excess, 0.0) * _tensors(Xs)
+
+
+def _weights(X: np.ndarray) -> np.ndarray:
+    """Per row, the weights a float file stores (batch norms fold away)."""
+    return np.maximum(X[:, INDEX["params"]] - np.nan_to_num(X[:, INDEX["params_folded"]]), 0.0)
+
+
+def _tensors(X: np.ndarray) -> np.ndarray:
+    """Per row, the TFLite tensors of its float file (at least 1)."""
+    return np.maximum(np.nan_to_num(X[:, INDEX["tflite_tensors"]]), 1.0)
 
 
 def has_structure(X: np.ndarray) -> np.ndarray:
@@ -874,7 +977,8 @@ def _keeping(X: np.ndarray, *columns: slice | np.ndarray) -> np.ndarray:
 #: Columns that tell how a row's file stores its weights, not how fast it runs: the timing
 #: boosters read them as 0 (a split on `weights_random` would send every trained network a user
 #: brings down the branch of the few small networks the accuracy campaigns trained).
-STORAGE_ONLY_NAMES = ("weights_random", "channels_bias", "float_file_bytes", "float_file_random", "float_file_excess")
+STORAGE_ONLY_NAMES = ("weights_random", "channels_bias", "bias_tensors", "float_file_bytes", "float_file_random",
+                      "float_file_excess")
 _STORAGE_ONLY = np.array([INDEX[n] for n in STORAGE_ONLY_NAMES])
 
 
@@ -1024,5 +1128,6 @@ def rows_matrix(rows: Any, profiles: Mapping[str, ModelProfile],
             random = plain_value(r.get("weights")) == "random"
             kind = next((k for k in (random, not random) if (str(digest), k) in files), None)
             file = (files[(str(digest), kind)], kind) if kind is not None else file
-        _float_file(X[i:i + 1], *file)  # a view: writes through
+        original = cached(("p", digest), lambda p=prof: profile_vector(p)) if prof is not None else None
+        _float_file(X[i:i + 1], *file, original)  # a view: writes through
     return fill_derived(X)

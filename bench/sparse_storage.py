@@ -6,7 +6,13 @@ fraction of the kernel at random, converts with `Optimize.EXPERIMENTAL_SPARSITY`
 against the dense conversion. Not a test; about a minute on one core. Results of 2026-12-03 are
 in bench/results/sparse_storage.md.
 
-    .venv/bin/python bench/sparse_storage.py
+With `--encoding`, checks the encoding rule the features count (`advisor.features._sparse_index`)
+on random Conv2D and Dense shapes and sparsities: what a sparse kernel takes beyond its non-zero
+values, less the index (1, 2 or 4 bytes per non-zero, by the largest input-channel index) and
+segment entries (one per row of the other dimensions, plus one, as wide as the non-zero count
+needs), should leave the same fixed cost per tensor whatever the shape.
+
+    .venv/bin/python bench/sparse_storage.py [--encoding]
 """
 
 from __future__ import annotations
@@ -50,8 +56,40 @@ def converted_bytes(tf, model, sparse: bool) -> int:
     return len(converter.convert())
 
 
+def encoding(keras, tf, trials: int = 40) -> None:
+    """Print, per random shape, the sparse tensor's bytes beyond its non-zero values and what the
+    encoding rule leaves of them (the fixed cost per tensor)."""
+    from advisor.features import _index_width
+
+    rng = np.random.default_rng(0)
+    L = keras.layers
+    for _ in range(trials):
+        kind = str(rng.choice(["dense", "conv", "conv1"]))
+        cin, cout = int(rng.choice([3, 8, 24, 100, 255, 256, 257, 300, 700, 2048])), int(rng.choice([4, 16, 64, 300]))
+        k = int(rng.choice([3, 5])) if kind == "conv" else 1
+        if cin * cout * k * k > 3e6:
+            continue
+        inp = keras.Input((cin,) if kind == "dense" else (8, 8, cin))
+        layer = L.Dense(cout) if kind == "dense" else L.Conv2D(cout, k, padding="same")
+        model = keras.Model(inp, layer(inp))
+        kernel, bias = layer.get_weights()
+        dense = converted_bytes(tf, model, sparse=False)
+        s = float(rng.choice([0.5, 0.8, 0.9, 0.95]))
+        flat = kernel.ravel().copy()
+        flat[rng.permutation(flat.size)[: int(s * flat.size)]] = 0
+        layer.set_weights([flat.reshape(kernel.shape), bias])
+        nonzero = int(np.count_nonzero(flat))
+        beyond = converted_bytes(tf, model, sparse=True) - (dense - 4 * flat.size) - 4 * nonzero
+        rule = nonzero * _index_width(cin - 1) + (cout * k * k + 1) * _index_width(nonzero)
+        print(f"{kind:5} cin {cin:5} cout {cout:4} k {k} sparsity {s:.2f}: {beyond:7} bytes beyond the values, "
+              f"rule {rule:7}, fixed {beyond - rule:5}", flush=True)
+
+
 def main() -> int:
     keras, tf = get_keras(), get_tf()
+    if "--encoding" in sys.argv[1:]:
+        encoding(keras, tf)
+        return 0
     rng = np.random.default_rng(0)
     for kind in KINDS:
         for channels in (32, 128):

@@ -123,7 +123,8 @@ def test_feature_matrix_broadcasts_and_matches_the_dicts():
     Xp = F.feature_matrix(p, ["prune:0.8", "prune:0.8+ptq-int8", "qat-int8"], dev)
     weights = p.params - folded
     kernels = 3 * 9 * 8 + 8 * 16 + 16 * 16 + 16 * 10  # c1, pw, the separable's pointwise half, fc
-    assert Xp[0, F.INDEX["param_bytes"]] == pytest.approx(4 * (weights - kernels) + 4 * kernels * 0.2)
+    index = 0.2 * kernels + (72 + 1) + (16 + 1) + (16 + 1) + (10 + 1)  # 1-byte indices; a segment per row, +1
+    assert Xp[0, F.INDEX["param_bytes"]] == pytest.approx(4 * (weights - kernels) + 4 * kernels * 0.2 + index)
     assert Xp[0, F.INDEX["param_sparse"]] == pytest.approx(kernels * 0.2)
     assert Xp[0, F.INDEX["sparse_tensors"]] == 4
     assert Xp[1, F.INDEX["param_bytes"]] == weights and Xp[1, F.INDEX["param_sparse"]] == 0
@@ -152,7 +153,9 @@ def test_stored_bytes_follow_what_each_layer_type_keeps():
     dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
     X = F.feature_matrix(p, ["prune:0.5", "qat-int8", "ptq-int8"], dev)
     total = p.params
-    assert X[0, F.INDEX["param_bytes"]] == pytest.approx(4 * total - 4 * 64 * 0.5)  # only the dense kernel thins
+    # only the dense kernel thins; its 32 non-zeros each keep a 1-byte index (32 inputs), and its 2
+    # rows (plus one) a 1-byte segment entry
+    assert X[0, F.INDEX["param_bytes"]] == pytest.approx(4 * total - 4 * 64 * 0.5 + 32 + 3)
     assert X[0, F.INDEX["param_sparse"]] == pytest.approx(32)
     floats = feats["params_qat_float"]
     assert X[1, F.INDEX["param_bytes"]] == pytest.approx(4 * floats + (total - floats))
@@ -271,3 +274,94 @@ def test_a_profiles_float_file_is_not_part_of_its_digest():
     assert ModelProfile.from_dict(with_file.to_dict()) == with_file
     with pytest.raises(ModelFileError):
         ModelProfile.from_dict({**with_file.to_dict(), "tflite_weights": "pretty"})
+
+
+def test_sparse_index_bytes_follow_the_converters_encoding():
+    """A pruned kernel's index array is as wide as its largest index needs (1 byte up to 255, 2
+    beyond) and its segment array as wide as its non-zero count needs, one entry per row."""
+    def dense(cin: int, cout: int) -> ModelProfile:
+        return ModelProfile("d", "ds", (cin,), "float32", cout, "other",
+                            (LayerProfile("fc", "Dense", cin * cout, cin * cout + cout, ((cin,),), (cout,)),))
+
+    narrow, wide = F.profile_features(dense(256, 400)), F.profile_features(dense(257, 400))
+    assert narrow["sparse_index_full"] == 256 * 400 and wide["sparse_index_full"] == 2 * 257 * 400
+    # 400 rows + 1; 256 * 400 * k non-zeros: 2 bytes an entry up to 65,535 of them, then 4
+    assert narrow["sparse_segments_0.5"] == 401 * 2 and narrow["sparse_segments_0.1"] == 401 * 2
+    assert F.profile_features(dense(2048, 64))["sparse_segments_0.5"] == 65 * 4
+    dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
+    X = F.feature_matrix(dense(257, 400), ["prune:0.8", "prune:0.8+ptq-int8"], dev)
+    kernel = 257 * 400
+    values = 4 * (kernel * 0.2 + 400)  # non-zero weights and the bias, float32
+    assert X[0, F.INDEX["param_bytes"]] == pytest.approx(values + 0.2 * kernel * 2 + 401 * 2)
+    assert X[1, F.INDEX["param_bytes"]] == pytest.approx(kernel + 400)  # int8 files stay dense-encoded
+
+
+def test_sparse_index_bytes_match_a_real_conversion(tf, keras):
+    """The index and segment bytes the features count are what the TFLite converter adds for a
+    pruned kernel (beyond its non-zero values and a fixed cost per tensor), across index widths."""
+    from measure.profiling import profile_model
+
+    rng = np.random.default_rng(0)
+    counted, measured = [], []
+    for cin, cout in ((24, 40), (300, 40), (40, 300)):
+        inp = keras.Input((cin,))
+        model = keras.Model(inp, keras.layers.Dense(cout)(inp))
+
+        def convert(sparse: bool, model=model) -> int:
+            conv = tf.lite.TFLiteConverter.from_keras_model(model)
+            if sparse:
+                conv.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+            return len(conv.convert())
+
+        dense_file = convert(False)
+        kernel, bias = model.layers[1].get_weights()
+        flat = kernel.ravel().copy()
+        flat[rng.permutation(flat.size)[: int(0.8 * flat.size)]] = 0
+        model.layers[1].set_weights([flat.reshape(kernel.shape), bias])
+        nonzero = int(np.count_nonzero(flat))
+        extra = convert(True) - (dense_file - 4 * flat.size) - 4 * nonzero  # index, segments, fixed cost
+        prof = profile_model(model, model="d", family="ds", domain="other")
+        dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
+        X = F.feature_matrix(prof, ["prune:0.8"], dev)
+        counted.append(X[0, F.INDEX["param_bytes"]] - 4 * (nonzero + cout))
+        measured.append(extra)
+    fixed = np.array(measured) - np.array(counted)
+    # what is left is the same per-tensor cost for every shape (sparsity metadata, a densify operator)
+    assert fixed.max() - fixed.min() <= 16, (measured, counted)
+    assert 100 < fixed.mean() < 600
+
+
+def test_a_built_networks_float_file_is_estimated_from_the_originals():
+    """A structural plan's network was never converted: its float file is estimated from the
+    original's bytes per tensor beyond the weights (trained originals only; a random-weight file
+    drops the biases the built network stores)."""
+    from dataclasses import replace
+
+    dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
+    trained = replace(tiny(), tflite_bytes=9000, tflite_weights="trained")
+    X = F.feature_matrix(trained, ["none", "distill:0.5", "distill:0.5+ptq-int8"], dev)
+    ff = X[:, F.INDEX["float_file_bytes"]]
+    assert ff[0] == 9000
+    weights = X[:, F.INDEX["params"]] - X[:, F.INDEX["params_folded"]]
+    tensors = X[:, F.INDEX["tflite_tensors"]]
+    excess = (9000 - 4 * weights[0]) / tensors[0]
+    assert ff[1] == pytest.approx(4 * weights[1] + excess * tensors[1]) and ff[1] < 9000
+    assert ff[2] == ff[1] and X[1, F.INDEX["float_file_excess"]] == pytest.approx(excess)
+    random = F.feature_matrix(replace(trained, tflite_weights="random"), ["none", "distill:0.5"], dev)
+    assert random[0, F.INDEX["float_file_bytes"]] == 9000 and np.isnan(random[1, F.INDEX["float_file_bytes"]])
+
+
+
+def test_a_layerwise_qat_counts_the_operators_it_adds():
+    """Quantization-aware training of some layers puts each between a QUANTIZE and a DEQUANTIZE and
+    leaves the batch norm right after it unfolded (a MUL and an ADD with float constants); the
+    whole-model QAT and every other plan add nothing."""
+    p = tiny()  # c1 -> bn -> relu -> dw -> pw -> sep -> add -> gap -> fc
+    dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
+    X = F.feature_matrix(p, ["qat-int8@conv", "qat-int8", "prune:0.5@conv"], dev)
+    taken = F.layerwise_features(p, Pipeline.parse("qat-int8@conv"))
+    assert taken["qat_split_layers"] >= 2 and taken["qat_unfolded_bn"] == 1 and taken["qat_bn_params"] == 32
+    assert X[0, F.INDEX["plan_tensors"]] == 2 * taken["qat_split_layers"] + 4
+    assert (X[1:, F.INDEX["plan_tensors"]] == 0).all() and X[1, F.INDEX["qat_unfolded_bn"]] == 0
+    whole = F.feature_matrix(p, ["qat-int8"], dev)[0, F.INDEX["param_bytes"]]
+    assert X[0, F.INDEX["param_bytes"]] > whole  # the unfolded norm's constants and the float layers
