@@ -106,8 +106,8 @@ _FOLD_TARGETS = frozenset({*SEPARABLE, *(t for t, g in LAYER_GROUPS.items() if g
 DYNAMIC_RANGE_MIN_ELEMENTS = 1024
 #: Layers whose kernel a pruned float model stores sparse-encoded (4 bytes per non-zero value, an
 #: index per non-zero and a segment entry per row: `_sparse_index`; plus ~300 bytes per tensor of
-#: sparsity metadata and a DENSIFY operator): what `measure.compress` prunes (TF-MOT wraps them under tf-keras 2.21)
-#: and the converter encodes sparse. Measured: bench/results/sparse_storage.md. Embeddings are
+#: sparsity metadata and a DENSIFY operator): what `measure.compress` prunes (TF-MOT wraps them
+#: under tf-keras 2.21) and the converter encodes sparse. Measured: bench/results/sparse_storage.md. Embeddings are
 #: pruned but stored dense (GATHER takes no sparse tensor); depthwise and recurrent layers are not
 #: pruned at all. A separable convolution's pointwise kernel counts as a Conv2D.
 SPARSE_STORED_LAYERS = frozenset({"Conv1D", "Conv2D", "Conv3D", "Convolution1D", "Convolution2D", "Dense"})
@@ -201,8 +201,7 @@ DEVICE_NAMES = ("threads", "logical_cpus", "physical_cores", "thread_share", "me
                 "arch_x86_64", "arch_aarch64", "arch_arm32", *(f"isa_{f}" for f in ISA_FEATURES))
 CONTEXT_NAMES = ("source_published", "weights_random", "float_file_bytes", "float_file_random")
 DERIVED_NAMES = ("param_bytes", "param_nonzero", "param_sparse", "sparse_tensors", "channels_bias", "bias_tensors",
-                 "plan_tensors",
-                 "float_file_excess")
+                 "plan_tensors", "float_file_excess")
 #: Steps that train the network (fine-tuning, a student, a factorised network's recovery): after
 #: them a random-weight network's biases are no longer zero.
 TRAINING_STEPS = tuple(f"has_{_key(cls.name)}" for cls in TECHNIQUES if cls.needs_finetune or cls.structural)
@@ -283,8 +282,6 @@ def _index_width(largest: float) -> int:
     """Bytes per entry of a sparse tensor's index array whose largest value is `largest`: the
     converter stores uint8, uint16 or int32 arrays, the narrowest that holds it."""
     return 1 if largest < 256 else (2 if largest < 65536 else 4)
-
-
 
 
 def _sparse_index(layer: LayerProfile, kernel: float) -> tuple[float, tuple[float, ...]]:
@@ -834,8 +831,8 @@ def fill_derived(X: np.ndarray) -> np.ndarray:
     trained = ~(np.nan_to_num(X[:, INDEX["weights_random"]]) > 0)
     trained |= np.nan_to_num(X[:, [INDEX[c] for c in TRAINING_STEPS]]).any(axis=1)
     X[:, INDEX["channels_bias"]] = np.where(trained, X[:, INDEX["channels_weighted"]], 0.0)
-    # ... and each such bias is a tensor of its own, named after the fused operator it feeds
-    # (a few hundred bytes of name in a sampled network: bench/results/sparse_storage.md).
+    # ... and each such bias is a tensor of its own, named after the fused operator it feeds (a
+    # few hundred bytes of name each in a sampled network; see the docstring).
     X[:, INDEX["bias_tensors"]] = np.where(trained, X[:, INDEX["n_weighted"]], 0.0)
     # The float file's bytes beyond its weights, per TFLite tensor: names, shapes and operator
     # bookkeeping, which a quantized file repeats for each tensor it adds (a float16 file a
