@@ -469,8 +469,11 @@ class CampaignProgress:
         """The runner's stage messages (shown on a terminal only)."""
         self._write(f"{self._head()}  {self.current}: {message}", final=False)
 
-    def finish(self, ok: bool, error: str | None = None) -> None:
-        """The current configuration ended (stored as ok or failed)."""
+    def finish(self, ok: bool, error: str | None = None, config: Config | None = None) -> None:
+        """The current configuration ended (stored as ok or failed); `config`: which one, where a
+        group measured together ends one configuration after another."""
+        if config is not None:
+            self.current = config.label()
         now = time.monotonic()
         took = now - self._started
         # Configurations measured together (one model's group) finish one after another: the
@@ -694,9 +697,9 @@ def _store_group(store: Store, group: list, outcomes: list[Any], ok_ids: set[str
             store.put_profile(first.profile)
         store.append(list(rows.values()))
         ok_ids.update(rows)
-    for outcome in outcomes:
+    for (config, _, _), outcome in zip(group, outcomes):
         if not isinstance(outcome, BaseException):
-            bar.finish(True)
+            bar.finish(True, config=config)
 
 
 @dataclass
@@ -718,7 +721,7 @@ class CampaignRun:
         """Store `config` as failed with `error` and count it."""
         self.store.append([_failed_row(config, self.device_id, key, error)])
         self.failures.append((config.model, config.technique, error))
-        self.bar.finish(False, error)
+        self.bar.finish(False, error, config=config)
 
     def report(self) -> CampaignReport:
         """The counts, after saying how to resume if the run stopped early."""

@@ -132,8 +132,8 @@ class FarmProgress(CampaignProgress):
         """A result for `config`'s group came back (or it failed before it was sent)."""
         self.current = config.label()
 
-    def finish(self, ok: bool, error: str | None = None) -> None:
-        super().finish(ok, error)
+    def finish(self, ok: bool, error: str | None = None, config: Config | None = None) -> None:
+        super().finish(ok, error, config)
         self._started = time.monotonic()
 
 

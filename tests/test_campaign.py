@@ -397,6 +397,16 @@ def test_progress_redraws_one_line_on_a_terminal_and_prints_lines_otherwise():
         else:
             assert "\r" not in text and "converting" not in text  # stage chatter only on a terminal
             assert len(text.splitlines()) == 3
+    # A group measured together ends one configuration after another: each line names its own.
+    stream = io.StringIO()
+    bar = CampaignProgress(total=2, skipped=0, stream=stream)
+    bar.start(config)
+    bar.finish(True, config=config)
+    bar.finish(False, "UnsupportedError: no GRU", config=Config("mobilenet_v2", "ptq-dynamic",
+                                                                   MeasureSettings(input_size=96)))
+    first, second = stream.getvalue().splitlines()
+    assert "mobilenet_v2@96 ptq-int8 ok" in first
+    assert "mobilenet_v2@96 ptq-dynamic FAILED: UnsupportedError: no GRU" in second
     quiet = io.StringIO()
     bar = CampaignProgress(total=1, skipped=0, stream=quiet, quiet=True)
     bar.start(config)
