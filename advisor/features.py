@@ -797,14 +797,13 @@ def fill_derived(X: np.ndarray) -> np.ndarray:
     a trained 8-layer sampled network's float file is 22% larger than its random-weight one).
     """
     params = X[:, INDEX["params"]]
-    folded = np.nan_to_num(X[:, INDEX["params_folded"]])
     small = np.nan_to_num(X[:, INDEX["params_small"]])
     bits = X[:, INDEX["eff_weight_bits"]]
     density = np.nan_to_num(X[:, INDEX["density"]], nan=1.0)
     dynamic = np.nan_to_num(X[:, INDEX["quant_dynamic"]]) > 0
     qat = np.nan_to_num(X[:, INDEX["quant_aware"]]) > 0
     sparse = (density < 1.0) & (np.nan_to_num(X[:, INDEX["weight_bits"]]) == 0) & ~qat
-    weights = np.maximum(params - folded, 0)
+    weights = _weights(X)
     # A layer-wise prune covers a share of the weights at a higher sparsity than the average.
     cover = np.clip(np.nan_to_num(X[:, INDEX["cover_prune"]], nan=1.0), 0.0, 1.0)
     cover = np.where(cover > 0, cover, 1.0)

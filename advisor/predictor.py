@@ -508,14 +508,16 @@ def _size_change_columns(X: np.ndarray, size_prior: Prior, prior_x: np.ndarray |
         return np.nan_to_num(A[:, F.INDEX[name]])
 
     excess = col("float_file_excess")
+    d = {n: col(n) - col(n, Xb) for n in ("param_bytes", "param_sparse", "sparse_tensors", "channels_bias",
+                                           "bias_tensors")}
     # What a numeric mode adds per tensor and channel: nothing in a file that stays float (pruned or
     # clustered weights change only how the weights are stored, and the biases).
     quantized = (np.nan_to_num(X[:, [F.INDEX[c] for c in _SIZE_MODES]]) > 0).any(axis=1).astype(np.float64)
     return np.column_stack([
         (size_prior(X) if prior_x is None else prior_x) - size_prior(Xb),
-        *(col(n) - col(n, Xb) for n in ("param_bytes", "param_sparse", "sparse_tensors", "channels_bias")),
-        (col("sparse_tensors") - col("sparse_tensors", Xb)) * excess, col("bias_tensors") - col("bias_tensors", Xb),
-        (col("bias_tensors") - col("bias_tensors", Xb)) * excess, col("plan_tensors"), col("plan_tensors") * excess,
+        d["param_bytes"], d["param_sparse"], d["sparse_tensors"], d["channels_bias"],
+        d["sparse_tensors"] * excess, d["bias_tensors"], d["bias_tensors"] * excess,
+        col("plan_tensors"), col("plan_tensors") * excess,
         *(quantized * v for v in (col("n_weighted"), col("n_weighted") * excess, col("channels_weighted"),
                                   col("channels_dynamic"), col("channels_dense"), col("tflite_tensors"),
                                   col("tflite_tensors") * excess, np.ones(len(X))))])
