@@ -1,5 +1,8 @@
 """The `advisor` command line: the composition root that wires the two sides together.
 
+Commands are functions registered on an `advisor.cli_kit.App` (a small layer over argparse);
+`main` maps what they raise to exit codes.
+
 The measurement side (TensorFlow) is imported inside the commands that need it, never at
 module import, so that answering commands stay fast and TensorFlow-free.
 """
@@ -11,21 +14,19 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
-
+from advisor.cli_kit import App, Argument, Exit, Option, UsageError, echo
 from advisor.errors import AdvisorError
 from advisor.jsonable import plain
 from advisor.lookup import DEFAULT_STORE
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Should you compress your network for this device, and how? Measured, then predicted.")
+app = App(help="Should you compress your network for this device, and how? Measured, then predicted.")
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
+JsonOpt = Annotated[bool, Option("--json", help="Print one JSON object for machines.")]
 
 
 def _emit(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2, sort_keys=False, default=plain))
+    echo(json.dumps(obj, indent=2, sort_keys=False, default=plain))
 
 
 @app.command()
@@ -40,8 +41,8 @@ def techniques(as_json: JsonOpt = False) -> None:
         return
     width = max(len(i["form"]) for i in items)
     for i in items:
-        typer.echo(f"  {i['form']:<{width}}  {i['summary']}" + ("  [fine-tunes]" if i["fine_tunes"] else ""))
-    typer.echo("\nCombine with '+' in the order applied, e.g. prune:0.8+ptq-int8, cluster:16+ptq-dynamic.")
+        echo(f"  {i['form']:<{width}}  {i['summary']}" + ("  [fine-tunes]" if i["fine_tunes"] else ""))
+    echo("\nCombine with '+' in the order applied, e.g. prune:0.8+ptq-int8, cluster:16+ptq-dynamic.")
 
 
 @app.command()
@@ -56,8 +57,8 @@ def zoo(as_json: JsonOpt = False) -> None:
         _emit({"models": items})
         return
     for i in items:
-        typer.echo(f"  {i['name']:<22} {i['domain']:<5} input {i['default_input_size']:>3} "
-                   f"(min {i['min_input_size']})  {i['description']}")
+        echo(f"  {i['name']:<22} {i['domain']:<5} input {i['default_input_size']:>3} "
+             f"(min {i['min_input_size']})  {i['description']}")
 
 
 @app.command()
@@ -73,17 +74,17 @@ def env(as_json: JsonOpt = False) -> None:
         _emit(out)
         return
     for k, v in versions.items():
-        typer.echo(f"{k:<32} {v or '-'}")
-    typer.echo(f"\nfingerprint {out['fingerprint_id']}")
+        echo(f"{k:<32} {v or '-'}")
+    echo(f"\nfingerprint {out['fingerprint_id']}")
     for k, v in fp.items():
-        typer.echo(f"  {k:<16} {v}")
+        echo(f"  {k:<16} {v}")
 
 
 @app.command()
 def profile(
-    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name or model file.")],
-    input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo networks).")] = None,
-    width: Annotated[Optional[float], typer.Option(help="Width multiplier (zoo networks that have one).")] = None,
+    model: Annotated[str, Option("--model", "-m", help="Zoo name or model file.")],
+    input_size: Annotated[Optional[int], Option(help="Input size (zoo networks).")] = None,
+    width: Annotated[Optional[float], Option(help="Width multiplier (zoo networks that have one).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the model profile: per layer its type, MACs, parameters and shapes."""
@@ -97,12 +98,12 @@ def profile(
     if as_json:
         _emit(prof.to_dict())
         return
-    typer.echo(f"{prof.model}  family {prof.family}  input {prof.input_shape} {prof.input_dtype}  "
-               f"{prof.macs / 1e6:,.1f} M MACs  {prof.params / 1e6:,.2f} M params  depth {prof.depth}")
+    echo(f"{prof.model}  family {prof.family}  input {prof.input_shape} {prof.input_dtype}  "
+         f"{prof.macs / 1e6:,.1f} M MACs  {prof.params / 1e6:,.2f} M params  depth {prof.depth}")
     for ly in prof.layers:
         if ly.macs or ly.params:
-            typer.echo(f"  {ly.name:<36} {ly.type:<22} {ly.macs / 1e6:>10,.2f} M  {ly.params:>11,}  "
-                       f"{ly.output_shape}")
+            echo(f"  {ly.name:<36} {ly.type:<22} {ly.macs / 1e6:>10,.2f} M  {ly.params:>11,}  "
+                 f"{ly.output_shape}")
 
 
 def _measure_view(row: dict) -> dict:
@@ -127,28 +128,28 @@ def _measure_view(row: dict) -> dict:
 
 @app.command()
 def measure(
-    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name (see `advisor zoo`) or a .keras/.h5/"
-                                                              "SavedModel/.tflite path.")],
-    technique: Annotated[str, typer.Option("--technique", "-t", help="Technique spec, e.g. prune:0.8+ptq-int8 "
-                                                                     "(see `advisor techniques`).")] = "none",
-    device: Annotated[Optional[str], typer.Option(help="Device to measure on: local, ssh://user@host[:port] or a "
-                                                  "name from `advisor devices` (default: the configured "
-                                                  "default, else local).")] = None,
-    input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo networks).")] = None,
-    width: Annotated[Optional[float], typer.Option(help="Width multiplier (zoo networks that have one).")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="Labelled data: mnist, digits, cifar10, "
-                                                "fashion_mnist, sms_spam, sentiment, fsdd, or a .npz/folder.")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="Folder of the offline datasets "
-                                                     "(default $ADVISOR_DATA_ROOT or ../shared/datasets).")] = None,
-    threads: Annotated[int, typer.Option(help="Interpreter threads.")] = 1,
-    eval_samples: Annotated[int, typer.Option(help="Test samples to evaluate (with --data).")] = 500,
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs for techniques that fine-tune.")] = 1,
-    pretrain_epochs: Annotated[int, typer.Option(help="Train a zoo/sampled network on --data first "
-                                                      "(its weights are random otherwise).")] = 0,
-    time_cap: Annotated[float, typer.Option(help="Seconds at most spent timing.")] = 30.0,
-    save: Annotated[bool, typer.Option("--save", help="Append the rows to the dataset store.")] = False,
-    store: Annotated[Path, typer.Option(help="Dataset store folder.")] = DEFAULT_STORE,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    model: Annotated[str, Option("--model", "-m", help="Zoo name (see `advisor zoo`) or a .keras/.h5/"
+                                                        "SavedModel/.tflite path.")],
+    technique: Annotated[str, Option("--technique", "-t", help="Technique spec, e.g. prune:0.8+ptq-int8 "
+                                                               "(see `advisor techniques`).")] = "none",
+    device: Annotated[Optional[str], Option(help="Device to measure on: local, ssh://user@host[:port] or a "
+                                            "name from `advisor devices` (default: the configured "
+                                            "default, else local).")] = None,
+    input_size: Annotated[Optional[int], Option(help="Input size (zoo networks).")] = None,
+    width: Annotated[Optional[float], Option(help="Width multiplier (zoo networks that have one).")] = None,
+    data: Annotated[Optional[str], Option("--data", help="Labelled data: mnist, digits, cifar10, "
+                                          "fashion_mnist, sms_spam, sentiment, fsdd, or a .npz/folder.")] = None,
+    data_root: Annotated[Optional[str], Option(help="Folder of the offline datasets "
+                                               "(default $ADVISOR_DATA_ROOT or ../shared/datasets).")] = None,
+    threads: Annotated[int, Option(help="Interpreter threads.")] = 1,
+    eval_samples: Annotated[int, Option(help="Test samples to evaluate (with --data).")] = 500,
+    epochs: Annotated[int, Option(help="Fine-tuning epochs for techniques that fine-tune.")] = 1,
+    pretrain_epochs: Annotated[int, Option(help="Train a zoo/sampled network on --data first "
+                                                "(its weights are random otherwise).")] = 0,
+    time_cap: Annotated[float, Option(help="Seconds at most spent timing.")] = 30.0,
+    save: Annotated[bool, Option("--save", help="Append the rows to the dataset store.")] = False,
+    store: Annotated[Path, Option(help="Dataset store folder.")] = DEFAULT_STORE,
+    quiet: Annotated[bool, Option("--quiet", "-q", help="No progress on stderr.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure one configuration and its uncompressed baseline, timed interleaved."""
@@ -199,34 +200,34 @@ def _print_measurement(out: dict) -> None:
                 f"  {v['size_bytes'] / 1e6:8.3f} MB (gzip {v['size_gzip_bytes'] / 1e6:.3f})"
                 f"  peak {v['peak_memory_bytes'] / 2**20:6.1f} MiB  {energy}{acc}")
 
-    typer.echo(f"{out['model']} on {out['device']}, {out['threads']} thread(s), weights {out['weights']}")
+    echo(f"{out['model']} on {out['device']}, {out['threads']} thread(s), weights {out['weights']}")
     if out["baseline"]:
-        typer.echo(line("none", out["baseline"]))
-    typer.echo(line(out["technique"], out))
+        echo(line("none", out["baseline"]))
+    echo(line(out["technique"], out))
     if out.get("latency_ratio_to_baseline") is not None:
         r = out["latency_ratio_to_baseline"]
-        typer.echo(f"  latency ×{r:.2f} against none ({'faster' if r < 1 else 'SLOWER'}), same rounds")
+        echo(f"  latency ×{r:.2f} against none ({'faster' if r < 1 else 'SLOWER'}), same rounds")
     if out["energy_mj"] is None and out.get("energy_note"):
-        typer.echo(f"  energy: {out['energy_note']}")
+        echo(f"  energy: {out['energy_note']}")
     for note in out["notes"]:
-        typer.echo(f"  note: {note}")
+        echo(f"  note: {note}")
     if out["saved_to"]:
-        typer.echo(f"  saved to {out['saved_to']}")
+        echo(f"  saved to {out['saved_to']}")
 
 
 @app.command()
 def campaign(
-    plan: Annotated[Path, typer.Argument(help="Plan file (TOML or YAML): models x techniques x settings.")],
-    store: Annotated[Path, typer.Option(help="Dataset store folder.")] = DEFAULT_STORE,
-    limit: Annotated[Optional[int], typer.Option(help="Measure at most this many configurations now.")] = None,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Measure failed ones again.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and count; measure nothing.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    in_process: Annotated[bool, typer.Option(
+    plan: Annotated[Path, Argument(help="Plan file (TOML or YAML): models x techniques x settings.")],
+    store: Annotated[Path, Option(help="Dataset store folder.")] = DEFAULT_STORE,
+    limit: Annotated[Optional[int], Option(help="Measure at most this many configurations now.")] = None,
+    retry_failed: Annotated[bool, Option("--retry-failed", help="Measure failed ones again.")] = False,
+    dry_run: Annotated[bool, Option("--dry-run", help="Validate and count; measure nothing.")] = False,
+    quiet: Annotated[bool, Option("--quiet", "-q", help="No progress bar.")] = False,
+    in_process: Annotated[bool, Option(
         "--in-process", help="Measure every model in this process, not one child process each: several "
                              "seconds faster per model (TensorFlow is imported once), but a native crash "
                              "in the converter ends the campaign (rerun it to resume).")] = False,
-    cluster: Annotated[Optional[str], typer.Option(
+    cluster: Annotated[Optional[str], Option(
         "--cluster", help="Run on the Dask cluster at this scheduler address (tcp://host:8786): each model "
                           "goes to a worker holding the plan's device as a resource (device-NAME); rows come "
                           "back and are stored here. With --in-process, workers measure in their own process.")
@@ -243,10 +244,10 @@ def campaign(
         if as_json:
             _emit(summary)
         else:
-            typer.echo(f"{summary['name']}: {summary['configurations']} configurations of {summary['models']} "
-                       f"models on {summary['device']}")
+            echo(f"{summary['name']}: {summary['configurations']} configurations of {summary['models']} "
+                 f"models on {summary['device']}")
             for k, v in summary["by_technique"].items():
-                typer.echo(f"  {k:<28} {v}")
+                echo(f"  {k:<28} {v}")
         return
     if cluster is not None:
         from measure.farm import run_farm
@@ -260,43 +261,43 @@ def campaign(
     if as_json:
         _emit(out)
     else:
-        typer.echo(f"{loaded.name}: measured {out['measured']}, skipped {out['skipped']} (already stored), "
-                   f"failed {out['failed']}, remaining {out['remaining']} in {out['elapsed_s']:.0f} s")
+        echo(f"{loaded.name}: measured {out['measured']}, skipped {out['skipped']} (already stored), "
+             f"failed {out['failed']}, remaining {out['remaining']} in {out['elapsed_s']:.0f} s")
         for f in out.get("failures", [])[:10]:
-            typer.echo(f"  failed: {f}")
+            echo(f"  failed: {f}")
     if report.interrupted:
-        raise typer.Exit(130)
+        raise Exit(130)
     if report.stopped:  # the device became unreachable: finished rows are stored, a rerun resumes
-        raise typer.Exit(2)
+        raise Exit(2)
 
 
 @app.command()
 def recommend(
-    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name (NAME or NAME@SIZE), a PROFILE.json, "
-                                                              "or a .keras/.h5/SavedModel file.")],
-    device: Annotated[Optional[str], typer.Option(help="Target device: local, a board profile or configured device "
-                                                  "(`advisor devices`), or one in the training data (default: "
-                                                  "the configured default, else local).")] = None,
-    budget_ms: Annotated[Optional[float], typer.Option(help="Latency budget per inference (ms).")] = None,
-    budget_mj: Annotated[Optional[float], typer.Option(help="Energy budget per inference (mJ).")] = None,
-    max_size_mb: Annotated[Optional[float], typer.Option(help="Largest acceptable .tflite size (MB).")] = None,
-    max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Largest acceptable top-1 drop "
-                                                               "(percentage points).")] = None,
-    objective: Annotated[str, typer.Option(help="What to optimise once constraints hold: accuracy, latency, "
-                                                "energy or size.")] = "accuracy",
-    confidence: Annotated[float, typer.Option(help="A budget counts as met when this predicted quantile "
-                                                   "meets it.")] = 0.9,
-    top: Annotated[int, typer.Option(help="Runners-up to show.")] = 5,
-    threads: Annotated[int, typer.Option(help="Interpreter threads on the device.")] = 1,
-    input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo names).")] = None,
-    bundle: Annotated[Optional[Path], typer.Option(help="Predictor bundle (default models/current).")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Write the Pareto front as a PNG.")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Compress with the choice, measure it on the "
-                                                           "device, compare, and store the rows.")] = False,
-    data: Annotated[Optional[str], typer.Option("--data", help="Labelled data for --verify's accuracy.")] = None,
-    store: Annotated[Path, typer.Option(help="Dataset store --verify appends to.")] = DEFAULT_STORE,
-    search: Annotated[str, typer.Option(help="whole: whole-model plans; layerwise: also search plans that "
-                                             "treat layers differently (a few seconds).")] = "whole",
+    model: Annotated[str, Option("--model", "-m", help="Zoo name (NAME or NAME@SIZE), a PROFILE.json, "
+                                                        "or a .keras/.h5/SavedModel file.")],
+    device: Annotated[Optional[str], Option(help="Target device: local, a board profile or configured device "
+                                            "(`advisor devices`), or one in the training data (default: "
+                                            "the configured default, else local).")] = None,
+    budget_ms: Annotated[Optional[float], Option(help="Latency budget per inference (ms).")] = None,
+    budget_mj: Annotated[Optional[float], Option(help="Energy budget per inference (mJ).")] = None,
+    max_size_mb: Annotated[Optional[float], Option(help="Largest acceptable .tflite size (MB).")] = None,
+    max_accuracy_drop: Annotated[Optional[float], Option(help="Largest acceptable top-1 drop "
+                                                         "(percentage points).")] = None,
+    objective: Annotated[str, Option(help="What to optimise once constraints hold: accuracy, latency, "
+                                          "energy or size.")] = "accuracy",
+    confidence: Annotated[float, Option(help="A budget counts as met when this predicted quantile "
+                                             "meets it.")] = 0.9,
+    top: Annotated[int, Option(help="Runners-up to show.")] = 5,
+    threads: Annotated[int, Option(help="Interpreter threads on the device.")] = 1,
+    input_size: Annotated[Optional[int], Option(help="Input size (zoo names).")] = None,
+    bundle: Annotated[Optional[Path], Option(help="Predictor bundle (default models/current).")] = None,
+    plot: Annotated[Optional[Path], Option(help="Write the Pareto front as a PNG.")] = None,
+    verify: Annotated[bool, Option("--verify", help="Compress with the choice, measure it on the "
+                                                     "device, compare, and store the rows.")] = False,
+    data: Annotated[Optional[str], Option("--data", help="Labelled data for --verify's accuracy.")] = None,
+    store: Annotated[Path, Option(help="Dataset store --verify appends to.")] = DEFAULT_STORE,
+    search: Annotated[str, Option(help="whole: whole-model plans; layerwise: also search plans that "
+                                       "treat layers differently (a few seconds).")] = "whole",
     as_json: JsonOpt = False,
 ) -> None:
     """Keep, compress (and how), or infeasible: the predicted answer, explained."""
@@ -323,28 +324,28 @@ def recommend(
         return
     from advisor.render import print_recommendation
 
-    print_recommendation(out, typer.echo)
+    print_recommendation(out, echo)
 
 
 
 @app.command("verify")
 def verify_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name (NAME or NAME@SIZE) or a "
-                                                              ".keras/.h5/SavedModel file.")],
-    technique: Annotated[str, typer.Option("--technique", "-t", help="The plan to check, e.g. "
-                                                                     "prune:0.8+ptq-int8 (none: the model as it is).")],
-    device: Annotated[Optional[str], typer.Option(help="The device to measure on: local, a configured board or an "
-                                                  "ssh:// url (default: the configured default, else local).")] = None,
-    budget_ms: Annotated[Optional[float], typer.Option(help="Latency budget to check (ms).")] = None,
-    budget_mj: Annotated[Optional[float], typer.Option(help="Energy budget to check (mJ).")] = None,
-    max_size_mb: Annotated[Optional[float], typer.Option(help="Size limit to check (MB).")] = None,
-    max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Accuracy limit to check (points; needs "
-                                                               "--data).")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="Labelled data for the accuracy change.")] = None,
-    threads: Annotated[int, typer.Option(help="Interpreter threads on the device.")] = 1,
-    input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo names).")] = None,
-    bundle: Annotated[Optional[Path], typer.Option(help="Predictor bundle (default models/current).")] = None,
-    store: Annotated[Path, typer.Option(help="Dataset store the measured rows are appended to.")] = DEFAULT_STORE,
+    model: Annotated[str, Option("--model", "-m", help="Zoo name (NAME or NAME@SIZE) or a "
+                                                        ".keras/.h5/SavedModel file.")],
+    technique: Annotated[str, Option("--technique", "-t", help="The plan to check, e.g. "
+                                                               "prune:0.8+ptq-int8 (none: the model as it is).")],
+    device: Annotated[Optional[str], Option(help="The device to measure on: local, a configured board or an "
+                                            "ssh:// url (default: the configured default, else local).")] = None,
+    budget_ms: Annotated[Optional[float], Option(help="Latency budget to check (ms).")] = None,
+    budget_mj: Annotated[Optional[float], Option(help="Energy budget to check (mJ).")] = None,
+    max_size_mb: Annotated[Optional[float], Option(help="Size limit to check (MB).")] = None,
+    max_accuracy_drop: Annotated[Optional[float], Option(help="Accuracy limit to check (points; needs "
+                                                         "--data).")] = None,
+    data: Annotated[Optional[str], Option("--data", help="Labelled data for the accuracy change.")] = None,
+    threads: Annotated[int, Option(help="Interpreter threads on the device.")] = 1,
+    input_size: Annotated[Optional[int], Option(help="Input size (zoo names).")] = None,
+    bundle: Annotated[Optional[Path], Option(help="Predictor bundle (default models/current).")] = None,
+    store: Annotated[Path, Option(help="Dataset store the measured rows are appended to.")] = DEFAULT_STORE,
     as_json: JsonOpt = False,
 ) -> None:
     """Compress with a given plan, measure it on the device, and show predicted against measured."""
@@ -361,11 +362,11 @@ def verify_command(
     if as_json:
         _emit({**rec.to_dict(), "verification": result})
         return
-    typer.echo(f"{result['technique']} on {rec.model} ({device}): predicted against measured")
+    echo(f"{result['technique']} on {rec.model} ({device}): predicted against measured")
     for line in rec.explanation:
-        typer.echo(f"  {line}")
+        echo(f"  {line}")
     for line in result["lines"]:
-        typer.echo(f"  {line}")
+        echo(f"  {line}")
 
 from advisor.cli_predictor import register as _register_predictor_commands  # noqa: E402
 
@@ -391,25 +392,34 @@ _register_model_commands(app)
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every user error is one line on stderr and exit code 2."""
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app.run(argv)
         if isinstance(code, int) and code:
             return _exit(code)
-    except AdvisorError as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except (AdvisorError, UsageError) as exc:  # UsageError: an unknown, missing or unconvertible option
+        echo(f"error: {exc}", err=True)
         return _exit(2)
-    except typer.Exit as exc:
-        return _exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
+    except Exit as exc:
+        return _exit(exc.code)
+    except EOFError:
+        echo("aborted", err=True)
         return _exit(130)
-    except typer.TyperException as exc:  # a usage error: bad or missing option
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        typer.echo(message if "Usage:" in message else f"error: {message}", err=True)
-        return _exit(2)
+    except BrokenPipeError:  # the reader went away (`advisor ... | head`): stop quietly, exit code 1
+        _quiet_stdout()
+        return _exit(1)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        echo("interrupted", err=True)
         return _exit(130)
     return _exit(0)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush meets no broken pipe."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (captured output)
+        pass
 
 
 def _exit(code: int) -> int:

@@ -1,6 +1,6 @@
 """Command-line commands for the dataset: `ingest-published`.
 
-`register(app)` adds them to the `advisor` typer app. Nothing here imports TensorFlow.
+`register(app)` adds them to the `advisor` app. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -8,19 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
-
+from advisor.cli_kit import App, Argument, Option, echo
 from advisor.cli_predictor import JsonOpt
 from advisor.errors import OptionError
 from advisor.lookup import DEFAULT_STORE
 
 
 def ingest_published(
-    paths: Annotated[Optional[list[Path]], typer.Argument(
+    paths: Annotated[Optional[list[Path]], Argument(
         help="Published-figures CSVs (default: every *.csv in ../shared/published/ beside the repository).",
         show_default=False)] = None,
-    store: Annotated[Path, typer.Option("--store", help="Dataset store folder.")] = DEFAULT_STORE,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Map and report; write nothing.")] = False,
+    store: Annotated[Path, Option("--store", help="Dataset store folder.")] = DEFAULT_STORE,
+    dry_run: Annotated[bool, Option("--dry-run", help="Map and report; write nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Add published top-1 accuracy figures to the dataset as source=published rows (idempotent)."""
@@ -38,9 +37,9 @@ def ingest_published(
         _emit(report.to_dict())
         return
     for line in published.summary_lines(report):
-        typer.echo(line)
+        echo(line)
 
 
-def register(app: typer.Typer) -> None:
+def register(app: App) -> None:
     """Add `ingest-published` to the `advisor` app."""
     app.command("ingest-published")(ingest_published)

@@ -1,6 +1,6 @@
 """Command-line commands for devices: `advisor devices`.
 
-`register(app)` adds them to the `advisor` typer app. Nothing here imports TensorFlow; `--probe`
+`register(app)` adds them to the `advisor` app. Nothing here imports TensorFlow; `--probe`
 reaches the configured boards over SSH (measure/ssh.py).
 """
 
@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
+from advisor.cli_kit import App, Option, echo
 from advisor.cli_predictor import JsonOpt
 from advisor.lookup import DEFAULT_STORE
 
@@ -36,10 +35,10 @@ def _probe_all(config) -> list[dict]:
 
 
 def devices(
-    store: Annotated[Path, typer.Option("--store", help="Dataset store whose rows are counted per device.")]
+    store: Annotated[Path, Option("--store", help="Dataset store whose rows are counted per device.")]
     = DEFAULT_STORE,
-    probe: Annotated[bool, typer.Option("--probe", help="Reach each configured board over SSH now and keep what "
-                                                        "it reports (fingerprint, interpreter, energy sensor).")]
+    probe: Annotated[bool, Option("--probe", help="Reach each configured board over SSH now and keep what "
+                                                  "it reports (fingerprint, interpreter, energy sensor).")]
     = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -61,29 +60,29 @@ def devices(
     for p in probes or []:
         if p["ok"]:
             interp = p["interpreter"] or f"no TFLite interpreter ({p['interpreter_error']})"
-            typer.echo(f"probe {p['name']}: reached, {p['id']}, Python {p['python']}, {interp}"
-                       f"{' ' + p['interpreter_version'] if p.get('interpreter_version') else ''}, "
-                       f"energy {p['energy'] or 'none'}")
+            echo(f"probe {p['name']}: reached, {p['id']}, Python {p['python']}, {interp}"
+                 f"{' ' + p['interpreter_version'] if p.get('interpreter_version') else ''}, "
+                 f"energy {p['energy'] or 'none'}")
         else:
-            typer.echo(f"probe {p['name']}: {p['error']}")
+            echo(f"probe {p['name']}: {p['error']}")
     w_name = max(len(i["name"]) for i in items)
     w_reached = max(len(i["reached"]) for i in items)
     w_energy = max(len(i["energy"]) for i in items)
-    typer.echo(f"  {'device':<{w_name}}  {'reached':<{w_reached}}  {'energy':<{w_energy}}  {'rows':>6}  description")
+    echo(f"  {'device':<{w_name}}  {'reached':<{w_reached}}  {'energy':<{w_energy}}  {'rows':>6}  description")
     for i in items:
         mark = "*" if i["default"] else " "
-        typer.echo(f"{mark} {i['name']:<{w_name}}  {i['reached']:<{w_reached}}  {i['energy']:<{w_energy}}  "
-                   f"{i['rows']:>6}  {i['description']}")
+        echo(f"{mark} {i['name']:<{w_name}}  {i['reached']:<{w_reached}}  {i['energy']:<{w_energy}}  "
+             f"{i['rows']:>6}  {i['description']}")
     notes: dict[str, list[str]] = {}
     for name, prof in registry.profiles().items():
         notes.setdefault(prof.tflite_note, []).append(name)
     for note, names in notes.items():
-        typer.echo(f"  {', '.join(names)}: {note}")
+        echo(f"  {', '.join(names)}: {note}")
     state = "" if config.path.exists() else " (absent: add your boards there as [devices.NAME] url = \"ssh://...\")"
-    typer.echo(f"  * = the default --device; rows = measured configurations in {store}")
-    typer.echo(f"  config: {config.path}{state}")
+    echo(f"  * = the default --device; rows = measured configurations in {store}")
+    echo(f"  config: {config.path}{state}")
 
 
-def register(app: typer.Typer) -> None:
+def register(app: App) -> None:
     """Add `devices` to the `advisor` app."""
     app.command("devices")(devices)

@@ -1,6 +1,6 @@
 """Command-line commands for versioned bundles: `retrain`, `models`, `models use VERSION`.
 
-`register(app)` adds them to the `advisor` typer app. `models` reads only the cards (no pandas
+`register(app)` adds them to the `advisor` app. `models` reads only the cards (no pandas
 or xgboost); `retrain` reads the store and fits XGBoost.
 """
 
@@ -12,14 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import typer
-
+from advisor.cli_kit import App, Argument, Option, echo
 from advisor.cli_predictor import JsonOpt, _emit
 from advisor.lookup import DEFAULT_STORE
 from advisor.progress import StageProgress, reporting
 
-ModelsOpt = Annotated[Optional[Path], typer.Option("--models", help="Models folder (default models/, or "
-                                                   "$ADVISOR_MODELS).")]
+ModelsOpt = Annotated[Optional[Path], Option("--models", help="Models folder (default models/, or "
+                                             "$ADVISOR_MODELS).")]
 
 
 @contextlib.contextmanager
@@ -40,11 +39,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def retrain_command(
-    new: Annotated[Optional[list[Path]], typer.Option("--new", help="New measurement shards: a .parquet file, a "
-                                                      "folder of them, or another dataset store (repeatable).")] = None,
-    data: Annotated[Path, typer.Option("--data", help="Dataset store folder.")] = DEFAULT_STORE,
+    new: Annotated[Optional[list[Path]], Option("--new", help="New measurement shards: a .parquet file, a "
+                                                "folder of them, or another dataset store (repeatable).")] = None,
+    data: Annotated[Path, Option("--data", help="Dataset store folder.")] = DEFAULT_STORE,
     models: ModelsOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Train and compare even with no new rows.")] = False,
+    force: Annotated[bool, Option("--force", help="Train and compare even with no new rows.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest new rows (bad ones quarantined), train a challenger, promote it only if it is not worse."""
@@ -57,22 +56,19 @@ def retrain_command(
         _emit(report.to_dict())
         return
     for line in summary_lines(report):
-        typer.echo(line)
+        echo(line)
 
 
-models_app = typer.Typer(help="List the predictor bundles, or choose the current one (`models use VERSION`).",
-                         no_args_is_help=False)
+models_app = App(help="List the predictor bundles, or choose the current one (`models use VERSION`).")
 
 
 def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-@models_app.callback(invoke_without_command=True)
-def models_command(ctx: typer.Context, models: ModelsOpt = None, as_json: JsonOpt = False) -> None:
+@models_app.default()  # `advisor models` with no subcommand
+def models_command(models: ModelsOpt = None, as_json: JsonOpt = False) -> None:
     """List the bundles: version, creation time, training rows, held-out metrics; * marks the current one."""
-    if ctx.invoked_subcommand is not None:
-        return
     from advisor import model_versions as V
 
     root = V.models_root(models)
@@ -81,11 +77,11 @@ def models_command(ctx: typer.Context, models: ModelsOpt = None, as_json: JsonOp
         _emit({"models": str(root), "current": V.champion_name(root), "bundles": [b.to_dict() for b in bundles]})
         return
     if not bundles:
-        typer.echo(f"no bundles in {root} (train one with `advisor train` or `advisor retrain`)")
+        echo(f"no bundles in {root} (train one with `advisor train` or `advisor retrain`)")
         return
     width = max(len(b.name) for b in bundles)
-    typer.echo(f"  {'version':<{width}}  {'created':<20} {'rows':>6}  {'lat±10%':>7} {'size±5%':>7} "
-               f"{'acc MAE':>8}  evaluation")
+    echo(f"  {'version':<{width}}  {'created':<20} {'rows':>6}  {'lat±10%':>7} {'size±5%':>7} "
+         f"{'acc MAE':>8}  evaluation")
     for b in bundles:
         m = V.headline_metrics(b.evaluation)
         mae = "-" if m["accuracy_mae_pp"] is None else f"{m['accuracy_mae_pp']:.2f} pp"
@@ -97,16 +93,16 @@ def models_command(ctx: typer.Context, models: ModelsOpt = None, as_json: JsonOp
             extra.append(f"retrain: {b.retrain.get('decision')}")
         if b.problem:
             extra.append(f"unusable: {b.problem}")
-        typer.echo(f"{'*' if b.current else ' '} {b.name:<{width}}  {str(b.created or '-'):<20} "
-                   f"{str(b.rows if b.rows is not None else '-'):>6}  {_pct(m['latency_within_10pct']):>7} "
-                   f"{_pct(m['size_within_5pct']):>7} {mae:>8}  {split}"
-                   + (f"  ({'; '.join(extra)})" if extra else ""))
-    typer.echo("* current (what `advisor recommend` and `predict` load)")
+        echo(f"{'*' if b.current else ' '} {b.name:<{width}}  {str(b.created or '-'):<20} "
+             f"{str(b.rows if b.rows is not None else '-'):>6}  {_pct(m['latency_within_10pct']):>7} "
+             f"{_pct(m['size_within_5pct']):>7} {mae:>8}  {split}"
+             + (f"  ({'; '.join(extra)})" if extra else ""))
+    echo("* current (what `advisor recommend` and `predict` load)")
 
 
 @models_app.command("use")
 def models_use(
-    version: Annotated[str, typer.Argument(help="The bundle to make current: its folder name or card version.")],
+    version: Annotated[str, Argument(help="The bundle to make current: its folder name or card version.")],
     models: ModelsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -118,10 +114,10 @@ def models_use(
         _emit(chosen.to_dict())
         return
     version = f", version {chosen.version}" if chosen.version and chosen.version != chosen.name else ""
-    typer.echo(f"current is now the bundle {chosen.name}/ (created {chosen.created}{version}, {chosen.rows} rows)")
+    echo(f"current is now the bundle {chosen.name}/ (created {chosen.created}{version}, {chosen.rows} rows)")
 
 
-def register(app: typer.Typer) -> None:
+def register(app: App) -> None:
     """Add `retrain` and the `models` group to the `advisor` app."""
     app.command("retrain")(retrain_command)
-    app.add_typer(models_app, name="models")
+    app.add_app(models_app, name="models")

@@ -1,6 +1,6 @@
 """Command-line commands for the predictor: `train`, `evaluate`, `predict`.
 
-`register(app)` adds them to the `advisor` typer app. `predict` is on the answer path: it reads
+`register(app)` adds them to the `advisor` app. `predict` is on the answer path: it reads
 a bundle and a model profile and evaluates with numpy only (no xgboost, pandas or TensorFlow);
 `train` and `evaluate` read the dataset store and fit XGBoost.
 """
@@ -11,20 +11,19 @@ import contextlib
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import typer
-
+from advisor.cli_kit import App, Option, echo
 from advisor.errors import OptionError
 from advisor.lookup import DEFAULT_STORE, PROFILES_DIR, device_fingerprint, resolve_profile, zoo_index  # noqa: F401 - re-exported
 from advisor.progress import StageProgress, reporting
 
 # The repository's training_data/ (in a checkout or editable install), unless set.
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
-LatencyModeOpt = Annotated[str, typer.Option("--latency-mode", help="composed (baseline x ratio) or direct "
-                                             "(one booster): compare them with `advisor evaluate`.")]
-LayerLatencyOpt = Annotated[bool, typer.Option("--layer-latency/--no-layer-latency", help="Learn per-layer costs "
-                                              "on top of the linear latency prior (advisor.layer_costs); off: "
-                                              "the linear prior alone, for comparison.")]
+JsonOpt = Annotated[bool, Option("--json", help="Print one JSON object for machines.")]
+LatencyModeOpt = Annotated[str, Option("--latency-mode", help="composed (baseline x ratio) or direct "
+                                       "(one booster): compare them with `advisor evaluate`.")]
+LayerLatencyOpt = Annotated[bool, Option("--layer-latency/--no-layer-latency", help="Learn per-layer costs "
+                                        "on top of the linear latency prior (advisor.layer_costs); off: "
+                                        "the linear prior alone, for comparison.")]
 
 
 def _emit(obj: Any) -> None:
@@ -66,14 +65,14 @@ def read_fingerprints(data: Path) -> dict[str, dict]:
 
 
 def train(
-    data: Annotated[Path, typer.Option("--data", help="Dataset store folder.")] = DEFAULT_STORE,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Bundle folder to write (default: a new version "
-                                                "models/<version>/, made current).")] = None,
-    evaluate_split: Annotated[str, typer.Option("--evaluate", help="Held-out split whose metrics go in the card: "
-                                                "family, random, device, or none.")] = "family",
+    data: Annotated[Path, Option("--data", help="Dataset store folder.")] = DEFAULT_STORE,
+    out: Annotated[Optional[Path], Option("--out", help="Bundle folder to write (default: a new version "
+                                          "models/<version>/, made current).")] = None,
+    evaluate_split: Annotated[str, Option("--evaluate", help="Held-out split whose metrics go in the card: "
+                                          "family, random, device, or none.")] = "family",
     latency_mode: LatencyModeOpt = "composed",
     layer_latency: LayerLatencyOpt = True,
-    cluster: Annotated[Optional[str], typer.Option(
+    cluster: Annotated[Optional[str], Option(
         "--cluster", help="Train the boosters with xgboost.dask on the Dask cluster at this scheduler address "
                           "(tcp://host:8786), the held-out evaluation's too; the bundle is the same.")] = None,
     as_json: JsonOpt = False,
@@ -107,26 +106,26 @@ def train(
         _emit(summary)
         return
     d = predictor.data_summary_
-    typer.echo(f"trained on {d['rows']} rows ({', '.join(f'{k} {v}' for k, v in d['by_source'].items())}; "
-               f"devices: {', '.join(f'{k} {v}' for k, v in d['by_device'].items())})")
-    typer.echo(f"  targets: {', '.join(predictor.targets_) or 'none'}")
+    echo(f"trained on {d['rows']} rows ({', '.join(f'{k} {v}' for k, v in d['by_source'].items())}; "
+         f"devices: {', '.join(f'{k} {v}' for k, v in d['by_device'].items())})")
+    echo(f"  targets: {', '.join(predictor.targets_) or 'none'}")
     for target, reason in predictor.unavailable_.items():
-        typer.echo(f"  unavailable {target}: {reason}")
+        echo(f"  unavailable {target}: {reason}")
     if evaluation:
         for line in summary_lines(evaluation):
-            typer.echo(f"  {line}")
-    typer.echo(f"saved {path}")
+            echo(f"  {line}")
+    echo(f"saved {path}")
 
 
 def evaluate_command(
-    split: Annotated[str, typer.Option("--split", help="family (hold out architecture families), random, "
-                                       "or device (leave one device out).")] = "family",
-    data: Annotated[Path, typer.Option("--data", help="Dataset store folder.")] = DEFAULT_STORE,
-    folds: Annotated[int, typer.Option(help="Folds for the family and random splits.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed for the fold assignment.")] = 0,
+    split: Annotated[str, Option("--split", help="family (hold out architecture families), random, "
+                                 "or device (leave one device out).")] = "family",
+    data: Annotated[Path, Option("--data", help="Dataset store folder.")] = DEFAULT_STORE,
+    folds: Annotated[int, Option(help="Folds for the family and random splits.")] = 5,
+    seed: Annotated[int, Option(help="Seed for the fold assignment.")] = 0,
     latency_mode: LatencyModeOpt = "composed",
     layer_latency: LayerLatencyOpt = True,
-    predictions: Annotated[Optional[Path], typer.Option(
+    predictions: Annotated[Optional[Path], Option(
         "--predictions", help="Also write each held-out row's truth and predicted p10/p50/p90 (per target, "
         "with its family, device, plan kind and fold) to this CSV file.")] = None,
     as_json: JsonOpt = False,
@@ -150,20 +149,20 @@ def evaluate_command(
         _emit(result)
         return
     for line in summary_lines(result):
-        typer.echo(line)
+        echo(line)
 
 
 def predict(
-    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name (NAME or NAME@SIZE) or a PROFILE.json "
-                                       "from `advisor profile --json`.")],
-    technique: Annotated[str, typer.Option("--technique", "-t", help="Technique spec, e.g. prune:0.8+ptq-int8.")],
-    device: Annotated[Optional[str], typer.Option(help="local, a board profile or configured device (`advisor "
-                                                  "devices`), or one in the training data (default: the "
-                                                  "configured default, else local).")] = None,
-    threads: Annotated[int, typer.Option(help="Interpreter threads.")] = 1,
-    input_size: Annotated[Optional[int], typer.Option(help="Input size (zoo names).")] = None,
-    bundle: Annotated[Optional[Path], typer.Option("--bundle", help="Bundle folder (default "
-                                                   "models/current).")] = None,
+    model: Annotated[str, Option("--model", "-m", help="Zoo name (NAME or NAME@SIZE) or a PROFILE.json "
+                                 "from `advisor profile --json`.")],
+    technique: Annotated[str, Option("--technique", "-t", help="Technique spec, e.g. prune:0.8+ptq-int8.")],
+    device: Annotated[Optional[str], Option(help="local, a board profile or configured device (`advisor "
+                                            "devices`), or one in the training data (default: the "
+                                            "configured default, else local).")] = None,
+    threads: Annotated[int, Option(help="Interpreter threads.")] = 1,
+    input_size: Annotated[Optional[int], Option(help="Input size (zoo names).")] = None,
+    bundle: Annotated[Optional[Path], Option("--bundle", help="Bundle folder (default "
+                                             "models/current).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Predict p10/p50/p90 latency, energy, size and accuracy change, compressed and uncompressed."""
@@ -217,27 +216,27 @@ def _fmt(target: str, v: float) -> str:
 
 
 def _print_prediction(out: dict) -> None:
-    typer.echo(f"{out['model']} ({out['macs'] / 1e6:,.1f} M MACs, {out['params'] / 1e6:,.2f} M params) on "
-               f"{out['device']}, {out['threads']} thread(s); bundle {out['bundle']['version']}")
+    echo(f"{out['model']} ({out['macs'] / 1e6:,.1f} M MACs, {out['params'] / 1e6:,.2f} M params) on "
+         f"{out['device']}, {out['threads']} thread(s); bundle {out['bundle']['version']}")
     w = max(len(out["technique"]), 4)
-    typer.echo(f"  {'':<{w}} {'':<14} {'p10':>14} {'p50':>14} {'p90':>14}")
+    echo(f"  {'':<{w}} {'':<14} {'p10':>14} {'p50':>14} {'p90':>14}")
     for label, view in ((out["technique"], out["prediction"]), ("none", out["baseline"])):
         for i, (target, q) in enumerate(view.items()):
             shown = label if i == 0 else ""
             if q is None:
                 why = ("unknown (no training row measured the accuracy of these steps)" if target == "accuracy_delta"
                        else "n/a (no energy rows for this device)")
-                typer.echo(f"  {shown:<{w}} {target:<14} {why:>44}")
+                echo(f"  {shown:<{w}} {target:<14} {why:>44}")
                 continue
-            typer.echo(f"  {shown:<{w}} {target:<14} {_fmt(target, q['p10']):>14} {_fmt(target, q['p50']):>14} "
-                       f"{_fmt(target, q['p90']):>14}")
+            echo(f"  {shown:<{w}} {target:<14} {_fmt(target, q['p10']):>14} {_fmt(target, q['p50']):>14} "
+                 f"{_fmt(target, q['p90']):>14}")
     for target, reason in out["unavailable"].items():
-        typer.echo(f"  unavailable {target}: {reason}")
+        echo(f"  unavailable {target}: {reason}")
     for note in out["notes"]:
-        typer.echo(f"  note: {note}")
+        echo(f"  note: {note}")
 
 
-def register(app: typer.Typer) -> None:
+def register(app: App) -> None:
     """Add `train`, `evaluate` and `predict` to the `advisor` app."""
     app.command("train")(train)
     app.command("evaluate")(evaluate_command)

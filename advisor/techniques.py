@@ -18,6 +18,7 @@ How each step is really applied to a Keras model lives in `measure.compress`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
@@ -354,6 +355,10 @@ class Pipeline:
     @classmethod
     def parse(cls, spec: str) -> Pipeline:
         """Parse a spec string; raises `SpecError` listing the valid forms on any mistake."""
+        return _parse_pipeline(spec) if isinstance(spec, str) else cls._parse(spec)
+
+    @classmethod
+    def _parse(cls, spec: str) -> Pipeline:
         if not isinstance(spec, str) or not spec.strip():
             raise SpecError(f"empty technique spec; valid forms: {TECHNIQUES.forms()}")
         steps = []
@@ -457,6 +462,12 @@ class Pipeline:
 
     def __str__(self) -> str:
         return self.spec
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_pipeline(spec: str) -> Pipeline:
+    """A pipeline is frozen: a spec string is parsed once (scoring parses each candidate several times)."""
+    return Pipeline._parse(spec)
 
 
 def canonical(spec: str) -> str:

@@ -242,7 +242,15 @@ class Forest:
         if cached is None:
             split = np.isfinite(self.threshold)
             feature, threshold = self.feature[split], self.threshold[split].astype(np.float32)
-            cached = [np.unique(threshold[feature == j]) for j in range(self.num_feature)]
+            # Sorted by feature then threshold, duplicates dropped, cut into one slice per feature
+            # (np.unique per feature would cost a pass per feature, and imports numpy.ma).
+            order = np.lexsort((threshold, feature))
+            feature, threshold = feature[order], threshold[order]
+            keep = np.ones(feature.size, dtype=bool)
+            keep[1:] = (feature[1:] != feature[:-1]) | (threshold[1:] != threshold[:-1])
+            feature, threshold = feature[keep], threshold[keep]
+            bounds = np.searchsorted(feature, np.arange(self.num_feature + 1))
+            cached = [threshold[bounds[j]:bounds[j + 1]] for j in range(self.num_feature)]
             object.__setattr__(self, "_cuts_cache", cached)
         return cached
 

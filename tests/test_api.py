@@ -382,10 +382,11 @@ def test_verify_command_measures_the_plan_asked_for(capsys, tmp_path, bundle_dir
 
 
 def test_python_api_loads_no_command_line_or_training_libraries(bundle_dir):
-    """Deployment tooling calls the API in its own process: no typer, pandas, xgboost, TensorFlow."""
+    """Deployment tooling calls the API in its own process: no command line, pandas, xgboost, TensorFlow."""
     code = ("import sys; from advisor import Advisor; "
             f"r = Advisor.load({str(bundle_dir)!r}).recommend('mobilenet_v2', budget_ms=50); "
-            "print(r.decision, sorted(m for m in ('typer', 'pandas', 'xgboost', 'tensorflow') if m in sys.modules))")
+            "print(r.decision, sorted(m for m in ('advisor.cli_kit', 'pandas', 'xgboost', 'tensorflow') "
+            "if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("[]")

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from test_predictor import FAST, synthetic_rows
-from typer.testing import CliRunner
 
 from advisor import bundle as B
 from advisor import cli_predictor
 from advisor import features as F
+from advisor.cli_kit import App
 from advisor.errors import AdvisorError, BundleError, ModelFileError, OptionError, UnknownNameError
 from advisor.predictor import Predictor, prepare
 from advisor.store import Store
@@ -142,11 +141,21 @@ def store(tmp_path_factory):
     return root, profiles
 
 
-@pytest.fixture(scope="module")
-def app():
-    application = typer.Typer()
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run the predictor's commands (alone in an app) through `advisor.cli.main`: (exit code, stdout, stderr)."""
+    import advisor.cli
+
+    application = App()
     cli_predictor.register(application)
-    return application
+    monkeypatch.setattr(advisor.cli, "app", application)
+
+    def run(*args):
+        code = advisor.cli.main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 @pytest.fixture
@@ -163,23 +172,22 @@ def fast(monkeypatch):
     monkeypatch.setattr(advisor.evaluate, "Predictor", Fast)
 
 
-def test_train_then_predict_on_the_command_line(app, store, tmp_path, fast):
+def test_train_then_predict_on_the_command_line(cli, store, tmp_path, fast):
     root, profiles = store
-    runner = CliRunner()
     out = tmp_path / "models" / "current"
-    result = runner.invoke(app, ["train", "--data", str(root), "--out", str(out), "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)  # JSON alone on stdout; the training's stages went to stderr
-    assert "featurising" in result.stderr and "evaluating, family split: fold 1" in result.stderr
+    code, stdout, stderr = cli("train", "--data", root, "--out", out, "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)  # JSON alone on stdout; the training's stages went to stderr
+    assert "featurising" in stderr and "evaluating, family split: fold 1" in stderr
     assert summary["bundle"] == str(out) and summary["evaluation"]["split"] == "family"
     assert json.loads((out / "card.json").read_text())["evaluation"]["targets"]["latency"]["n"] > 0
 
     profile_file = tmp_path / "net.json"
     profile_file.write_text(next(iter(profiles.values())).to_json())
-    result = runner.invoke(app, ["predict", "--model", str(profile_file), "--technique", "prune:0.5+ptq-int8",
-                                 "--device", "sim-x86", "--bundle", str(out), "--json"])
-    assert result.exit_code == 0, result.output
-    answer = json.loads(result.stdout)
+    code, stdout, stderr = cli("predict", "--model", profile_file, "--technique", "prune:0.5+ptq-int8",
+                               "--device", "sim-x86", "--bundle", out, "--json")
+    assert code == 0, stderr
+    answer = json.loads(stdout)
     assert answer["technique"] == "prune:0.5+ptq-int8"
     lat, base = answer["prediction"]["latency"], answer["baseline"]["latency"]
     assert lat["unit"] == "ms" and lat["p10"] <= lat["p50"] <= lat["p90"]
@@ -187,33 +195,32 @@ def test_train_then_predict_on_the_command_line(app, store, tmp_path, fast):
     assert answer["baseline"]["accuracy_delta"]["p50"] == 0.0
     assert "energy" not in answer["prediction"] and "energy" in answer["unavailable"]  # no row had energy
 
-    text = runner.invoke(app, ["predict", "--model", str(profile_file), "--technique", "ptq-int8",
-                               "--device", "sim-x86", "--bundle", str(out)])
-    assert text.exit_code == 0 and "p50" in text.output and "latency" in text.output
+    code, text, _ = cli("predict", "--model", profile_file, "--technique", "ptq-int8", "--device", "sim-x86",
+                        "--bundle", out)
+    assert code == 0 and "p50" in text and "latency" in text
 
-    text = runner.invoke(app, ["train", "--data", str(root), "--out", str(tmp_path / "b2"), "--evaluate", "none"])
-    assert text.exit_code == 0 and "saved" in text.output
+    code, text, _ = cli("train", "--data", root, "--out", tmp_path / "b2", "--evaluate", "none")
+    assert code == 0 and "saved" in text
 
 
-def test_evaluate_on_the_command_line(app, store, fast):
+def test_evaluate_on_the_command_line(cli, store, fast):
     root, _ = store
-    result = CliRunner().invoke(app, ["evaluate", "--split", "device", "--data", str(root), "--json"])
-    assert result.exit_code == 0, result.output
-    out = json.loads(result.stdout)
+    code, stdout, stderr = cli("evaluate", "--split", "device", "--data", root, "--json")
+    assert code == 0, stderr
+    out = json.loads(stdout)
     assert out["split"] == "device" and "one (sim-x86)" in out["notes"][0]
-    result = CliRunner().invoke(app, ["evaluate", "--split", "random", "--data", str(root)])
-    assert result.exit_code == 0 and "latency" in result.output
+    code, text, _ = cli("evaluate", "--split", "random", "--data", root)
+    assert code == 0 and "latency" in text
 
 
-def test_evaluate_writes_the_held_out_predictions(app, store, fast, tmp_path):
+def test_evaluate_writes_the_held_out_predictions(cli, store, fast, tmp_path):
     import csv
 
     root, _ = store
     out = tmp_path / "held_out.csv"
-    result = CliRunner().invoke(app, ["evaluate", "--split", "random", "--data", str(root), "--json",
-                                      "--predictions", str(out)])
-    assert result.exit_code == 0, result.output
-    scores = json.loads(result.stdout)["targets"]
+    code, stdout, stderr = cli("evaluate", "--split", "random", "--data", root, "--json", "--predictions", out)
+    assert code == 0, stderr
+    scores = json.loads(stdout)["targets"]
     with out.open() as f:
         entries = list(csv.DictReader(f))
     for target in ("latency", "size"):  # one line per scored row, and the scores follow from them
@@ -222,8 +229,8 @@ def test_evaluate_writes_the_held_out_predictions(app, store, fast, tmp_path):
         hits = [abs(float(e["p50"]) / float(e["truth"]) - 1) <= 0.10 for e in mine]
         assert sum(hits) / len(hits) == pytest.approx(scores[target]["within_10pct"])
         assert all(float(e["p10"]) <= float(e["p50"]) <= float(e["p90"]) for e in mine)
-    bad = CliRunner().invoke(app, ["evaluate", "--data", str(root), "--predictions", str(tmp_path / "no" / "x.csv")])
-    assert isinstance(bad.exception, OptionError) and "does not exist" in str(bad.exception)  # main(): exit 2
+    code, _, stderr = cli("evaluate", "--data", root, "--predictions", tmp_path / "no" / "x.csv")
+    assert code == 2 and stderr.startswith("error: --predictions: folder") and "does not exist" in stderr  # OptionError
 
 
 def test_command_errors_are_advisor_errors(trained, tmp_path):

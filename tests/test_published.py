@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from advisor import features as F
 from advisor import published
 from advisor.cli_data import register
+from advisor.cli_kit import App
 from advisor.errors import DatasetError
 from advisor.predictor import _select_accuracy, prepare
 from advisor.published import Skip, identify, ingest, map_technique
@@ -287,29 +286,30 @@ def test_real_csvs_every_top1_figure_is_mapped_or_skipped_with_a_reason(
 # The command line.
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer(add_completion=False)
+def _app() -> App:
+    app = App()
     register(app)
-
-    @app.callback()
-    def _root() -> None:  # keeps `ingest-published` a named subcommand
-        pass
-
     return app
 
 
-def test_cli_ingests_and_reports_json(tiny: list[Path], tmp_path: Path) -> None:
+def test_cli_ingests_and_reports_json(tiny: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import advisor.cli
+
+    monkeypatch.setattr(advisor.cli, "app", _app())
     store = tmp_path / "store"
     args = ["ingest-published", *map(str, tiny), "--store", str(store), "--json"]
-    result = CliRunner().invoke(_app(), [*args, "--dry-run"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["new"] == 6 and not store.exists()
-    result = CliRunner().invoke(_app(), args)
-    out = json.loads(result.output)
+    code = advisor.cli.main([*args, "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["new"] == 6 and not store.exists()
+    assert advisor.cli.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
     assert (out["mapped"], out["new"], out["skipped"]) == (6, 6, 8)
     assert out["skipped_by_reason"]["metric is not top-1 accuracy"] == 3
-    text = CliRunner().invoke(_app(), args[:-1])
-    assert text.exit_code == 0 and "added 0 row(s)" in text.output and "(6 already there)" in text.output
+    code = advisor.cli.main(args[:-1])
+    text = capsys.readouterr().out
+    assert code == 0 and "added 0 row(s)" in text and "(6 already there)" in text
 
 
 def test_cli_user_errors_exit_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

@@ -136,6 +136,11 @@ def test_rows_no_split_tells_apart_are_walked_once_with_the_same_predictions():
     first, inverse = forest.distinct_rows(rows, np.arange(rows.shape[1]))
     assert len(first) <= len(X)
     np.testing.assert_array_equal(inverse[len(X):], inverse[copies])
+    # The cuts are each feature's sorted distinct split thresholds, in float32.
+    split = np.isfinite(forest.threshold)
+    for j, cut in enumerate(forest._cuts()):
+        np.testing.assert_array_equal(cut, np.unique(forest.threshold[split & (forest.feature == j)]))
+        assert cut.dtype == np.float32
     # Rows on the same side of every threshold share an index; one across a threshold does not.
     col = int(np.argmax([c.size for c in forest._cuts()]))
     cuts = forest._cuts()[col].astype(float)
