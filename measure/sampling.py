@@ -409,6 +409,34 @@ def _build_depthwise_probe(keras: Any, spec: ArchSpec) -> Any:
     return _classifier_2d(keras, x, spec, inputs)
 
 
+def _sample_inner_depthwise_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    """A depthwise probe's draw, its channels halved while the two pointwise convolutions around it
+    would pass the MAC budget."""
+    drawn = _sample_conv_probe(True)(rng, limits)
+    side = -(-drawn["input_size"] // drawn["strides"][0])
+    while drawn["base_width"] > 8 and drawn["input_size"] ** 2 * drawn["base_width"] ** 2 + \
+            side * side * drawn["base_width"] ** 2 > _PROBE_MAC_BUDGET:
+        drawn["base_width"] //= 2
+        drawn["width_cap"] = max(drawn["base_width"], MIN_WIDTH)
+    drawn["input_channels"] = drawn["base_width"]
+    return drawn
+
+
+def _build_inner_depthwise_probe(keras: Any, spec: ArchSpec) -> Any:
+    """The depthwise probe's layer as a network holds it: between two pointwise convolutions, so
+    that a kernel which leaves the delegate (ptq-dynamic's hybrid depthwise) is timed between two
+    delegated partitions, as in MobileNets, not alone."""
+    layers = keras.layers
+    inputs = _image_input(keras, spec)
+    x = _conv_bn_relu(keras, inputs, spec.base_width, 1, 1, "before")
+    x = layers.DepthwiseConv2D(spec.kernel_sizes[0], strides=spec.strides[0], padding="same", use_bias=False,
+                               name="probe_dw")(x)
+    x = layers.BatchNormalization(name="probe_bn")(x)
+    x = layers.ReLU(6.0, name="probe_relu")(x)
+    x = _conv_bn_relu(keras, x, spec.base_width, 1, 1, "after")
+    return _classifier_2d(keras, x, spec, inputs)
+
+
 def _build_dense_probe(keras: Any, spec: ArchSpec) -> Any:
     layers = keras.layers
     inputs = _image_input(keras, spec)
@@ -583,6 +611,8 @@ BLOCKS: dict[str, BlockKind] = {
         BlockKind("attention", "text", _sample_attention, _build_attention),
         BlockKind("conv_kernel", "image", _sample_conv_probe(False), _build_conv_probe, True),
         BlockKind("depthwise_kernel", "image", _sample_conv_probe(True), _build_depthwise_probe, True),
+        BlockKind("inner_depthwise_kernel", "image", _sample_inner_depthwise_probe, _build_inner_depthwise_probe,
+                  True),
         BlockKind("dense_kernel", "image", _sample_dense_probe, _build_dense_probe),
         BlockKind("eltwise_kernel", "image", _sample_eltwise_probe, _build_eltwise_probe, True),
         BlockKind("lstm_kernel", "text", _sample_recurrent_probe, _build_recurrent_probe("LSTM")),

@@ -179,8 +179,9 @@ def test_resolve_sampled_gives_a_resolved_model(keras):
 
 
 def test_kernel_probes_are_one_layer_and_not_part_of_all():
-    assert set(KERNEL_BLOCKS) == {"conv_kernel", "depthwise_kernel", "dense_kernel", "eltwise_kernel",
-                                  "lstm_kernel", "gru_kernel", "attention_kernel", "sequence_kernel"}
+    assert set(KERNEL_BLOCKS) == {"conv_kernel", "depthwise_kernel", "inner_depthwise_kernel", "dense_kernel",
+                                  "eltwise_kernel", "lstm_kernel", "gru_kernel", "attention_kernel",
+                                  "sequence_kernel"}
     assert not set(KERNEL_BLOCKS) & set(SAMPLED_BLOCKS)
     for block in KERNEL_BLOCKS:
         specs = [sample_arch(block, seed) for seed in range(200)]
@@ -193,6 +194,9 @@ def test_kernel_probes_are_one_layer_and_not_part_of_all():
                 assert macs <= 150_000_000 or s.widths[0] <= 8, s
             if block == "depthwise_kernel":
                 assert s.base_width == s.input_channels  # (widths floor at 8; the layer keeps its input channels)
+            if block == "inner_depthwise_kernel":  # the two 1x1 convolutions around it stay within the budget too
+                side = -(-s.input_size // s.strides[0])
+                assert (s.input_size ** 2 + side * side) * s.widths[0] ** 2 <= 150_000_000 or s.widths[0] <= 8, s
             if block == "eltwise_kernel":  # big enough to time more than the invoke, small enough to be quick
                 assert 16_384 <= s.input_size ** 2 * s.input_channels <= 2_000_000, s
             if block in ("lstm_kernel", "gru_kernel"):
@@ -205,6 +209,19 @@ def test_kernel_probes_are_one_layer_and_not_part_of_all():
 
 
 _ONE_LAYER_PROBES = ("conv_kernel", "depthwise_kernel", "dense_kernel")
+
+
+@pytest.mark.tf
+def test_the_inner_depthwise_probe_sits_between_two_pointwise_convolutions(keras):
+    spec = sample_arch("inner_depthwise_kernel", 2, TINY)
+    model = sampling.build_arch(spec)
+    kinds = [(type(ly).__name__, getattr(ly, "kernel_size", None)) for ly in model.layers
+             if ly.count_params() and type(ly).__name__ != "BatchNormalization"]
+    assert kinds == [("Conv2D", (1, 1)), ("DepthwiseConv2D", (spec.kernel_sizes[0],) * 2), ("Conv2D", (1, 1)),
+                     ("Dense", None)]
+    assert model.get_layer("probe_dw").kernel_size == (spec.kernel_sizes[0],) * 2
+    out = _convert_and_run(model, spec)
+    assert out.shape[-1] == spec.num_classes
 
 
 @pytest.mark.tf
