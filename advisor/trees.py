@@ -48,6 +48,10 @@ _CHUNK_CELLS = 1 << 18
 _F32_MAX = float(np.finfo(np.float32).max)
 # From this many rows on, columns shared by every row are folded into the trees first.
 _SPECIALISE_MIN_ROWS = 64
+# ... and rows that no remaining split tells apart are walked once when that leaves at most this share.
+_DISTINCT_SHARE = 0.8
+# Specialised forests remembered per forest (each a few thousand nodes).
+_SPECIALISED_KEPT = 16
 # The array fields of a Forest, in its compiled (.npz) form.
 _ARRAYS = ("feature", "threshold", "default_left", "left", "leaf_value", "roots", "tree_depth", "tree_target",
            "target_weights", "base_score")
@@ -195,17 +199,43 @@ class Forest:
         # A +-inf value compares like the largest float32 with any finite threshold, but must not
         # get past a leaf's +inf threshold.
         np.clip(X, -_F32_MAX, _F32_MAX, out=X)
-        forest = self
-        if X.shape[0] >= _SPECIALISE_MIN_ROWS:
-            shared = _shared_columns(X)
-            if shared.size == self.num_feature:  # every row the same: one walk does
-                return np.repeat(self._predict_chunk(X[:1]), X.shape[0], axis=0)
-            if shared.size:
-                forest = self.specialise(shared, X[0, shared])
+        if X.shape[0] < _SPECIALISE_MIN_ROWS:
+            return self._predict_rows(X)
+        shared = _shared_columns(X)
+        if shared.size == self.num_feature:  # every row the same: one walk does
+            return np.repeat(self._predict_chunk(X[:1]), X.shape[0], axis=0)
+        forest = self._specialised(shared, X[0, shared]) if shared.size else self
+        # Candidates often differ only where no split of the (specialised) forest tells them
+        # apart (cluster:16 and cluster:32 before the same quantization): each distinct row once.
+        used = np.flatnonzero([cut.size for cut in forest._cuts()])
+        if not used.size:  # every split decided by the shared columns
+            return np.repeat(forest._predict_chunk(X[:1]), X.shape[0], axis=0)
+        first, inverse = forest.distinct_rows(X[:, used], used)
+        if len(first) <= _DISTINCT_SHARE * X.shape[0]:
+            return forest._predict_rows(X[first])[inverse]
+        return forest._predict_rows(X)
+
+    def _specialised(self, columns: np.ndarray, values: np.ndarray) -> Forest:
+        """`specialise`, remembered for the last few (columns, values): scoring one network's
+        candidates again (another budget, another objective) folds the same shared columns."""
+        cache = self.__dict__.get("_specialised_cache")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_specialised_cache", cache)
+        key = (columns.tobytes(), np.asarray(values, dtype=np.float32).tobytes())
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = self.specialise(columns, values)
+            if len(cache) > _SPECIALISED_KEPT:
+                del cache[next(iter(cache))]
+        return found
+
+    def _predict_rows(self, X: np.ndarray) -> np.ndarray:
+        """`_predict_chunk` over X in chunks that keep the (rows x trees) index arrays in cache."""
         out = np.empty((X.shape[0], self.num_target))
-        step = max(1, _CHUNK_CELLS // max(forest.n_trees, 1))
+        step = max(1, _CHUNK_CELLS // max(self.n_trees, 1))
         for start in range(0, X.shape[0], step):
-            out[start:start + step] = forest._predict_chunk(X[start:start + step])
+            out[start:start + step] = self._predict_chunk(X[start:start + step])
         return out
 
     def predict_distinct(self, X: np.ndarray) -> np.ndarray:

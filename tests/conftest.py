@@ -62,3 +62,18 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"../shared/datasets not present at {SHARED_DATASETS} (only in the project's workspace)")
     return SHARED_DATASETS
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """Run a command-line app through `advisor.cli.main` (its error handling and exit codes):
+    `run_cli(app, *args)` -> (exit code, stdout, stderr)."""
+    import advisor.cli
+
+    def run(application, *args):
+        monkeypatch.setattr(advisor.cli, "app", application)
+        code = advisor.cli.main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -142,20 +142,11 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture
-def cli(monkeypatch, capsys):
+def cli(run_cli):
     """Run the predictor's commands (alone in an app) through `advisor.cli.main`: (exit code, stdout, stderr)."""
-    import advisor.cli
-
     application = App()
     cli_predictor.register(application)
-    monkeypatch.setattr(advisor.cli, "app", application)
-
-    def run(*args):
-        code = advisor.cli.main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return lambda *args: run_cli(application, *args)
 
 
 @pytest.fixture

@@ -83,16 +83,9 @@ app.add_app(group, "group")
 
 
 @pytest.fixture
-def run(monkeypatch, capsys):
+def run(run_cli):
     """Run the throwaway app through `advisor.cli.main`: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(advisor.cli, "app", app)
-
-    def call(*args):
-        code = advisor.cli.main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
+    return lambda *args: run_cli(app, *args)
 
 
 def test_names_types_and_defaults(run):

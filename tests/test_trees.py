@@ -125,6 +125,21 @@ def test_shared_columns_are_folded_in_without_changing_predictions():
     _same(forest, booster, np.repeat(X[2:3], 100, axis=0))  # every row the same
 
 
+def test_a_batch_whose_rows_differ_only_in_a_few_settings_walks_each_distinct_row_once(monkeypatch):
+    X, y = _data(n=600)
+    booster = _train(QUANTILE, X, y, rounds=40)
+    forest = Forest.from_json(booster.save_raw("json"))
+    rng = np.random.default_rng(5)
+    batch = np.repeat(X[3:4], 300, axis=0)  # candidates of one network: a few technique settings vary
+    batch[:, 5] = rng.choice([0.0, 1.0, 2.0, np.nan], size=300)
+    batch[:, 1] = rng.choice([-1.0, -0.999, 0.5, 2.0], size=300)  # -1 and -0.999: likely no split between
+    walked = []
+    chunk = Forest._predict_chunk
+    monkeypatch.setattr(Forest, "_predict_chunk", lambda self, rows: walked.append(len(rows)) or chunk(self, rows))
+    _same(forest, booster, batch)
+    assert sum(walked) <= 16  # at most 4 x 4 distinct rows walked, not 300
+
+
 def test_rows_no_split_tells_apart_are_walked_once_with_the_same_predictions():
     X, y = _data(n=600)
     booster = _train(QUANTILE, X, y, rounds=40)
