@@ -387,7 +387,7 @@ class LayerSpeedups:
                                     for j, (_, n, _) in enumerate(todo)])
         pairs, pair_of = np.unique(pair_keys, return_inverse=True)
         walk = np.hstack([all_units[u_first[pairs // n_steps]], step_rows[s_first[pairs % n_steps]]])
-        speedup = np.exp(self.forest.predict(walk)[:, 0])[pair_of.ravel()]
+        speedup = np.exp(self.forest.predict(walk, distinct=False)[:, 0])[pair_of.ravel()]  # pairs: distinct
         start = 0
         for rows, n, group in todo:
             t = times[n]

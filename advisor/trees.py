@@ -187,8 +187,12 @@ class Forest:
         return _assemble(nodes, target[self.roots.astype(np.int64)], self.tree_target, self.base_score,
                          self.num_feature, self.objective)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X: np.ndarray, distinct: bool = True) -> np.ndarray:
         """Predictions for each row of X (NaN = missing), shape (n, num_target).
+
+        From `_SPECIALISE_MIN_ROWS` rows on, the columns every row shares are folded into the
+        trees first and, with `distinct`, rows that no remaining split tells apart are walked once;
+        a caller whose rows are already distinct up to the forest's thresholds passes False.
 
         Raises:
             ValueError: X does not have `num_feature` columns.
@@ -207,6 +211,8 @@ class Forest:
         forest = self._specialised(shared, X[0, shared]) if shared.size else self
         # Candidates often differ only where no split of the (specialised) forest tells them
         # apart (cluster:16 and cluster:32 before the same quantization): each distinct row once.
+        if not distinct:
+            return forest._predict_rows(X)
         used = np.flatnonzero([cut.size for cut in forest._cuts()])
         if not used.size:  # every split decided by the shared columns
             return np.repeat(forest._predict_chunk(X[:1]), X.shape[0], axis=0)
@@ -239,7 +245,9 @@ class Forest:
         return out
 
     def predict_distinct(self, X: np.ndarray) -> np.ndarray:
-        """The same as `predict`, but rows that no split of the forest tells apart are walked once.
+        """The same as `predict`, but rows that no split of the whole forest tells apart are walked
+        once, however few (`predict` looks for them only in batches of `_SPECIALISE_MIN_ROWS`, after
+        folding the shared columns).
 
         Two rows that fall on the same side of every threshold the forest has, feature by
         feature, take the same path through every tree: each value is replaced by how many of
@@ -250,7 +258,7 @@ class Forest:
         if X.ndim != 2 or X.shape[1] != self.num_feature:
             raise ValueError(f"X has shape {X.shape}; the model expects {self.num_feature} columns")
         first, inverse = self.distinct_rows(X, np.arange(self.num_feature))
-        return self.predict(X[first])[inverse]
+        return self.predict(X[first], distinct=False)[inverse]
 
     def distinct_rows(self, X: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(first, inverse): rows of X (its `columns` of the forest's features) that no split on

@@ -399,14 +399,18 @@ def _build_conv_probe(keras: Any, spec: ArchSpec) -> Any:
     return _classifier_2d(keras, x, spec, inputs)
 
 
-def _build_depthwise_probe(keras: Any, spec: ArchSpec) -> Any:
+def _probed_depthwise(keras: Any, x: Any, spec: ArchSpec) -> Any:
+    """The probed depthwise layer (with its batch norm and ReLU6), alone or inside a network."""
     layers = keras.layers
-    inputs = _image_input(keras, spec)
     x = layers.DepthwiseConv2D(spec.kernel_sizes[0], strides=spec.strides[0], padding="same", use_bias=False,
-                               name="probe_dw")(inputs)
+                               name="probe_dw")(x)
     x = layers.BatchNormalization(name="probe_bn")(x)
-    x = layers.ReLU(6.0, name="probe_relu")(x)
-    return _classifier_2d(keras, x, spec, inputs)
+    return layers.ReLU(6.0, name="probe_relu")(x)
+
+
+def _build_depthwise_probe(keras: Any, spec: ArchSpec) -> Any:
+    inputs = _image_input(keras, spec)
+    return _classifier_2d(keras, _probed_depthwise(keras, inputs, spec), spec, inputs)
 
 
 def _sample_inner_depthwise_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
@@ -426,13 +430,9 @@ def _build_inner_depthwise_probe(keras: Any, spec: ArchSpec) -> Any:
     """The depthwise probe's layer as a network holds it: between two pointwise convolutions, so
     that a kernel which leaves the delegate (ptq-dynamic's hybrid depthwise) is timed between two
     delegated partitions, as in MobileNets, not alone."""
-    layers = keras.layers
     inputs = _image_input(keras, spec)
     x = _conv_bn_relu(keras, inputs, spec.base_width, 1, 1, "before")
-    x = layers.DepthwiseConv2D(spec.kernel_sizes[0], strides=spec.strides[0], padding="same", use_bias=False,
-                               name="probe_dw")(x)
-    x = layers.BatchNormalization(name="probe_bn")(x)
-    x = layers.ReLU(6.0, name="probe_relu")(x)
+    x = _probed_depthwise(keras, x, spec)
     x = _conv_bn_relu(keras, x, spec.base_width, 1, 1, "after")
     return _classifier_2d(keras, x, spec, inputs)
 

@@ -138,6 +138,9 @@ def test_a_batch_whose_rows_differ_only_in_a_few_settings_walks_each_distinct_ro
     monkeypatch.setattr(Forest, "_predict_chunk", lambda self, rows: walked.append(len(rows)) or chunk(self, rows))
     _same(forest, booster, batch)
     assert sum(walked) <= 16  # at most 4 x 4 distinct rows walked, not 300
+    walked.clear()  # a caller whose rows are already distinct skips the search: every row walked
+    np.testing.assert_allclose(forest.predict(batch, distinct=False), forest.predict(batch))
+    assert walked[0] == 300
 
 
 def test_rows_no_split_tells_apart_are_walked_once_with_the_same_predictions():
