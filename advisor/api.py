@@ -322,9 +322,10 @@ def _device_rows(predictor, device: str) -> int:
     counts = (getattr(predictor, "data_summary_", {}) or {}).get("by_device", {}) or {}
     if device != "local":
         return int(counts.get(device, 0))
-    from advisor.fingerprint import collect_fingerprint, fingerprint_id
+    from advisor.fingerprint import fingerprint_id
+    from advisor.lookup import local_fingerprint
 
-    fid = fingerprint_id(collect_fingerprint())
+    fid = fingerprint_id(local_fingerprint())
     devices = getattr(predictor, "devices_", {}) or {}
     return int(sum(n for name, n in counts.items() if devices.get(name, {}).get("fingerprint_id") == fid))
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
-import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -178,6 +176,9 @@ def save(predictor: Predictor, directory: str | Path = DEFAULT_BUNDLE,
     """
     if not hasattr(predictor, "boosters_"):
         raise BundleError("cannot save an unfitted Predictor: call fit(rows, profiles) first")
+    import secrets
+    import shutil
+
     directory = Path(directory)
     card = make_card(predictor, card_extra, version)
     temp = directory.parent / f".{directory.name}.{secrets.token_hex(4)}.tmp"

@@ -14,8 +14,6 @@ import json
 import os
 import platform
 import re
-import shutil
-import subprocess
 
 FINGERPRINT_VERSION = 1
 
@@ -52,7 +50,7 @@ TEGRA_SOCS = {
 ID_FIELDS = ("cpu_model", "machine", "logical_cpus", "isa_flags", "accelerator")
 
 
-def collect_fingerprint(root="/", probe_commands=None):
+def collect_fingerprint(root="/", probe_commands=None, gpu_names=None):
     """Describe the machine this runs on.
 
     Args:
@@ -60,6 +58,8 @@ def collect_fingerprint(root="/", probe_commands=None):
             and `python` always describe the running interpreter; other fallbacks to it
             (os.cpu_count, platform.processor) apply only when root is "/".
         probe_commands: run `nvidia-smi` to name a discrete GPU; default only when root is "/".
+        gpu_names: what `nvidia_smi_gpus()` said earlier on this machine, to use instead of asking
+            it again (the advisor remembers it until the next boot: nvidia-smi can take a second).
 
     Returns:
         A JSON-ready dict: fingerprint_version, cpu_model, machine, logical_cpus, online_cpus,
@@ -74,7 +74,10 @@ def collect_fingerprint(root="/", probe_commands=None):
     processors, extra = _parse_cpuinfo(_read(root, "proc/cpuinfo"))
     board = _read(root, "proc/device-tree/model") or _read(root, "sys/devices/virtual/dmi/id/product_name")
     jetson = _jetson(root, board)
-    gpus = _nvidia_smi_gpus() if probe_commands and jetson is None else []
+    if not probe_commands or jetson is not None:
+        gpus = []
+    else:
+        gpus = list(gpu_names) if gpu_names is not None else nvidia_smi_gpus()
     meminfo = re.search(r"^MemTotal:\s+(\d+)\s*kB", _read(root, "proc/meminfo") or "", re.MULTILINE)
     release = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", _read(root, "etc/nv_tegra_release") or "")
     return {
@@ -230,10 +233,15 @@ def _jetson(root, board):
     return None
 
 
-def _nvidia_smi_gpus(timeout_s=5.0):
+def nvidia_smi_gpus(timeout_s=5.0):
+    """The names of the discrete NVIDIA GPUs `nvidia-smi` lists; [] without it or on any failure."""
+    import shutil
+
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return []
+    import subprocess
+
     try:
         out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], check=False,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

@@ -23,6 +23,34 @@ def cache_root() -> Path:
     return Path(os.environ.get("ADVISOR_CACHE", Path.home() / ".cache" / "compression-advisor"))
 
 
+def local_fingerprint() -> dict:
+    """This machine's fingerprint (`advisor.fingerprint.collect_fingerprint()`), with nvidia-smi's
+    answer remembered in the cache until the next boot: on a GPU workstation it can take longer
+    than the rest of an answer, and GPUs do not change while the machine runs."""
+    from advisor.fingerprint import collect_fingerprint, nvidia_smi_gpus
+
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return collect_fingerprint()
+    path = cache_root() / "gpus.json"
+    try:
+        cached = json.loads(path.read_text())
+        if isinstance(cached, dict) and cached.get("boot_id") == boot and isinstance(cached.get("gpus"), list):
+            return collect_fingerprint(gpu_names=[str(g) for g in cached["gpus"]])
+    except (OSError, ValueError):
+        pass
+    gpus = nvidia_smi_gpus()
+    temp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_text(json.dumps({"boot_id": boot, "gpus": gpus}) + "\n")
+        os.replace(temp, path)
+    except OSError:
+        temp.unlink(missing_ok=True)
+    return collect_fingerprint(gpu_names=gpus)
+
+
 def zoo_index(directory: Path = PROFILES_DIR) -> dict[str, dict]:
     """The packaged profile index: "<name>@<size>" -> entry (file, model, input_size, default)."""
     path = directory / "index.json"
@@ -92,13 +120,13 @@ def device_fingerprint(device: str, predictor: Any) -> tuple[dict, str | None]:
         OptionError: a configured board never reached, with no profile to stand in for it.
     """
     devices = getattr(predictor, "devices_", {}) or {}
-    from advisor.fingerprint import collect_fingerprint, fingerprint_id
+    from advisor.fingerprint import fingerprint_id
 
     def known_as(fid: str) -> str | None:
         return next((name for name, entry in devices.items() if entry.get("fingerprint_id") == fid), None)
 
     if device == "local":
-        fp = collect_fingerprint()
+        fp = local_fingerprint()
         name = known_as(fingerprint_id(fp))
         if name is not None:
             return dict(devices[name]["fingerprint"]), f"this machine is '{name}' in the training data"

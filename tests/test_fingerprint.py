@@ -266,3 +266,25 @@ print(json.dumps({"tx2": tx2, "tx2_id": fingerprint.fingerprint_id(tx2), "here_i
     assert got["tx2"] == dict(tx2, python=got["tx2"]["python"])
     assert got["tx2_id"] == fingerprint_id(tx2)
     assert got["here_id"] == fingerprint_id(collect_fingerprint())  # same machine, other Python: same id
+
+
+def test_the_advisor_asks_nvidia_smi_once_per_boot(tmp_path, monkeypatch):
+    from advisor import lookup
+
+    calls = tmp_path / "calls"
+    fake_nvidia_smi(tmp_path / "bin", f'echo x >> "{calls}"\nprintf "NVIDIA H100 80GB HBM3\\n"\n')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("ADVISOR_CACHE", str(tmp_path / "cache"))
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    first, second = lookup.local_fingerprint(), lookup.local_fingerprint()
+    assert first["accelerator"] == second["accelerator"] == "NVIDIA H100 80GB HBM3"
+    assert first == second == dict(collect_fingerprint(), accelerator="NVIDIA H100 80GB HBM3")
+    assert calls.read_text().count("x") == 2  # the direct collect_fingerprint() above asked once more
+    cached = tmp_path / "cache" / "gpus.json"
+    assert json.loads(cached.read_text()) == {"boot_id": boot, "gpus": ["NVIDIA H100 80GB HBM3"]}
+    cached.write_text(json.dumps({"boot_id": "another boot", "gpus": []}))
+    assert lookup.local_fingerprint()["accelerator"] == "NVIDIA H100 80GB HBM3"
+    assert calls.read_text().count("x") == 3
+    cached.write_text("{not json")
+    assert lookup.local_fingerprint()["accelerator"] == "NVIDIA H100 80GB HBM3"
+    assert calls.read_text().count("x") == 4
