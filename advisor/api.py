@@ -216,8 +216,7 @@ class Advisor:
         summary = self.bundle.card.get("data_summary") or getattr(predictor, "data_summary_", {}) or {}
         device_rows = _device_rows(predictor, device)
         family_rows = int((summary.get("families") or {}).get(profile.family, 0))
-        explanation = list(verdict["explanation"])
-        explanation += _explain(verdict, specs, pred, constraints, best)
+        explanation = _explain(verdict, specs, pred, constraints, best) + list(verdict["explanation"])
         from advisor.calibration import device_notes
 
         calibration, calibration_note = self.calibration(fp, threads)

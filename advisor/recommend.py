@@ -232,6 +232,17 @@ def decide(specs: list[str], pred: dict[str, np.ndarray], constraints: Constrain
         else:
             ordered = rank(idx)
             best = int(ordered[0])
+            if obj == "accuracy_delta_pp" and np.isfinite(value[best]):
+                # Accuracy is predicted to a point or two: plans within MIN_GAIN of the best
+                # bound are a tie, and the fastest of them is taken ("accuracy, then latency").
+                tied = ordered[value[ordered] >= value[best] - MIN_GAIN[obj]]
+                fastest = int(tied[np.argmin(lat[tied])])
+                if fastest != best and lat[fastest] < lat[best]:
+                    explanation.append(
+                        f"{specs[fastest]} is taken over {specs[best]}: their accuracy changes at the "
+                        f"{conf:.0%} bound ({value[fastest]:+.2f} and {value[best]:+.2f} pp) are within "
+                        f"{MIN_GAIN[obj]:g} point of each other, a tie, and it is the faster")
+                    best = fastest
             if feasible[0] and best != 0 and not better(best, 0):
                 best = 0
             decision = "keep" if best == 0 else "compress"

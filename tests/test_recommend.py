@@ -332,3 +332,19 @@ def test_decide_reports_the_pareto_front_of_the_medians():
     v = decide(specs, pred, Constraints(budget_ms=45))
     # latency 10/-2, 25/-1, 30/-0.1, 50/0: each faster plan is less accurate, all on the front
     assert [specs[i] for i in v["pareto"]] == ["ptq-int8", "prune:0.8+ptq-int8", "ptq-float16", "none"]
+
+
+def test_under_the_accuracy_objective_a_near_tie_goes_to_the_faster_plan():
+    """Accuracy bounds within MIN_GAIN of the best are a tie ("accuracy, then latency"): the
+    faster plan wins it; a plan further behind does not, however fast."""
+    specs = ["none", "cluster:16+ptq-dynamic", "ptq-int8", "prune:0.9+ptq-int8"]
+    gap = MIN_GAIN["accuracy_delta_pp"]
+    pred = {"latency_ms": bands((82, 85, 91), (17, 18, 20), (12, 13, 15), (6, 7, 8)),
+            "accuracy_delta_pp": bands((0, 0, 0), (-3.1, 0.5, 1.4), (-3.1 - gap + 0.05, 0.0, 1.7),
+                                       (-3.1 - gap - 0.05, -1, 0))}
+    v = decide(specs, pred, Constraints(budget_ms=50))
+    assert v["decision"] == "compress" and specs[v["choice"]] == "ptq-int8"
+    assert any("tie" in line and "cluster:16+ptq-dynamic" in line for line in v["explanation"])
+    pred["accuracy_delta_pp"][2, 0] = -3.1 - gap - 0.01  # now behind by more than the tie
+    v = decide(specs, pred, Constraints(budget_ms=50))
+    assert specs[v["choice"]] == "cluster:16+ptq-dynamic" and not v["explanation"]
