@@ -236,19 +236,21 @@ def decide(specs: list[str], pred: dict[str, np.ndarray], constraints: Constrain
             decision = "infeasible"
         else:
             ordered = rank(idx)
-            best = int(ordered[0])
+            best = leader = int(ordered[0])
+            tie_winner = -1
             if obj == "accuracy_delta_pp" and np.isfinite(value[best]):
                 # "accuracy, then latency": a lead below the predictions' resolution is a tie
                 tied = ordered[value[ordered] >= value[best] - ACCURACY_TIE_PP]
                 fastest = int(tied[np.argmin(lat[tied])])
-                if fastest != best and lat[fastest] < lat[best]:
-                    explanation.append(
-                        f"{specs[fastest]} is taken over {specs[best]}: their accuracy changes at the "
-                        f"{conf:.0%} bound ({value[fastest]:+.2f} and {value[best]:+.2f} pp) are within "
-                        f"{ACCURACY_TIE_PP:g} point of each other, a tie, and it is the faster")
-                    best = fastest
+                if lat[fastest] < lat[best]:
+                    best = tie_winner = fastest
             if feasible[0] and best != 0 and not better(best, 0):
                 best = 0
+            if best == tie_winner:  # said only when the tie decided the answer
+                explanation.append(
+                    f"{specs[best]} is taken over {specs[leader]}: their accuracy changes at the "
+                    f"{conf:.0%} bound ({value[best]:+.2f} and {value[leader]:+.2f} pp) are within "
+                    f"{ACCURACY_TIE_PP:g} point of each other, a tie, and it is the faster")
             decision = "keep" if best == 0 else "compress"
 
     reasons = _family_reasons(specs, pred, feasible, miss, limits, best, decision, conf)

@@ -357,3 +357,15 @@ def test_under_the_accuracy_objective_a_near_tie_goes_to_the_faster_plan():
     pred["accuracy_delta_pp"][2, 0] = -3.1 - gap - 0.01  # now behind by more than the tie
     v = decide(specs, pred, Constraints(budget_ms=50))
     assert specs[v["choice"]] == "cluster:16+ptq-dynamic" and not v["explanation"]
+
+
+def test_a_tie_among_plans_does_not_override_keeping_a_feasible_model():
+    """With the original feasible, the accuracy objective keeps it (no plan gains accuracy); the
+    tie between compressed plans is then not the reason for anything, and the answer does not say it."""
+    specs = ["none", "ptq-float16", "ptq-int8"]
+    pred = {"latency_ms": bands((9, 10, 11), (8, 9, 10), (3, 4, 5)),
+            "accuracy_delta_pp": bands((0, 0, 0), (-0.1, 0, 0.1), (-0.8, 0, 0.5))}
+    v = decide(specs, pred, Constraints(budget_ms=20))
+    assert v["decision"] == "keep" and v["choice"] == 0 and not v["explanation"]
+    v = decide(specs, pred, Constraints(budget_ms=10.5))  # the original misses: the tie decides
+    assert specs[v["choice"]] == "ptq-int8" and any("tie" in line for line in v["explanation"])
