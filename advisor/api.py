@@ -62,7 +62,7 @@ def profile_for(model: str, input_size: int | None = None) -> ModelProfile:
     cached = cache_dir() / "profiles" / f"{_file_digest(path)}-r{PROFILER_REVISION}.json"
     if cached.exists():
         return ModelProfile.load(cached)
-    from advisor.store import write_bytes_atomic
+    from advisor.atomic import write_bytes_atomic
     from measure.loading import resolve_model  # the one step that imports TensorFlow
     from measure.profiling import profile_model, with_float_file
 
@@ -214,7 +214,7 @@ class Advisor:
                    "energy_mj": float(pred["energy_mj"][i, 1]) if "energy_mj" in pred else None,
                    "chosen": bool(i == best)} for i in verdict["pareto"]]
         summary = self.bundle.card.get("data_summary") or getattr(predictor, "data_summary_", {}) or {}
-        device_rows = _device_rows(predictor, device)
+        device_rows = _device_rows(predictor, device, fp)
         family_rows = int((summary.get("families") or {}).get(profile.family, 0))
         explanation = _explain(verdict, specs, pred, constraints, best) + list(verdict["explanation"])
         from advisor.calibration import device_notes
@@ -277,7 +277,7 @@ class Advisor:
             model=profile.model, device=device, constraints=constraints, decision="keep" if keep else "compress",
             technique=None if keep else spec, predicted=_bands(pred, 0), baseline=_bands(pred, 1), alternatives=[],
             pareto=[], explanation=device_notes(device_note, calibration, calibration_note),
-            predictor={"version": self.bundle.version, "rows_device": _device_rows(self.bundle.predictor, device),
+            predictor={"version": self.bundle.version, "rows_device": _device_rows(self.bundle.predictor, device, fp),
                        "candidates": 2})
 
 def _bands(pred: dict[str, np.ndarray], i: int) -> dict[str, dict[str, float] | None]:
@@ -316,15 +316,15 @@ def _ranked(pred: dict[str, np.ndarray], objective: str) -> list[int]:
                              else np.argsort(key, kind="stable"))]
 
 
-def _device_rows(predictor, device: str) -> int:
-    """Training rows measured on `device` ('local' means this machine, by fingerprint)."""
+def _device_rows(predictor, device: str, fp: dict) -> int:
+    """Training rows measured on `device` ('local' means this machine, by the id of `fp`, the
+    fingerprint `device_fingerprint` resolved for it)."""
     counts = (getattr(predictor, "data_summary_", {}) or {}).get("by_device", {}) or {}
     if device != "local":
         return int(counts.get(device, 0))
     from advisor.fingerprint import fingerprint_id
-    from advisor.lookup import local_fingerprint
 
-    fid = fingerprint_id(local_fingerprint())
+    fid = fingerprint_id(fp)
     devices = getattr(predictor, "devices_", {}) or {}
     return int(sum(n for name, n in counts.items() if devices.get(name, {}).get("fingerprint_id") == fid))
 

@@ -235,7 +235,7 @@ class Calibration:
 
     def save(self, directory: Path | None = None) -> Path:
         """Write atomically to `calibration_path(...)`; returns the path."""
-        from advisor.store import write_bytes_atomic
+        from advisor.atomic import write_bytes_atomic
 
         path = calibration_path(self.fingerprint_id, self.threads, directory)
         write_bytes_atomic(path, (json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n").encode())

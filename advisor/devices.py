@@ -359,7 +359,7 @@ def cached_probe(url: str) -> dict | None:
 
 def save_probe(url: str, probe: dict) -> Path:
     """Keep a board's probe (atomically) for later offline lookups."""
-    from advisor.store import write_bytes_atomic
+    from advisor.atomic import write_bytes_atomic
 
     return write_bytes_atomic(_cache_file(url), json.dumps({**probe, "url": url}, sort_keys=True).encode())
 

@@ -260,7 +260,7 @@ def write_predictions(path: Any, entries: list[dict[str, Any]]) -> None:
     import io
     from pathlib import Path
 
-    from advisor.store import write_bytes_atomic
+    from advisor.atomic import write_bytes_atomic
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=PREDICTION_COLUMNS, lineterminator="\n")

@@ -41,13 +41,12 @@ def local_fingerprint() -> dict:
     except (OSError, ValueError):
         pass
     gpus = nvidia_smi_gpus()
-    temp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    from advisor.atomic import write_bytes_atomic
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp.write_text(json.dumps({"boot_id": boot, "gpus": gpus}) + "\n")
-        os.replace(temp, path)
+        write_bytes_atomic(path, (json.dumps({"boot_id": boot, "gpus": gpus}) + "\n").encode())
     except OSError:
-        temp.unlink(missing_ok=True)
+        pass  # an unwritable cache only costs asking again
     return collect_fingerprint(gpu_names=gpus)
 
 

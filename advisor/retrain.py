@@ -234,7 +234,8 @@ def ingest(paths: Iterable[str | Path], store: Store, now: datetime | None = Non
     before the store is touched, so an interruption loses no bad row; a rerun appends what an
     interrupted run did not (de-duplication makes it idempotent).
     """
-    from advisor.store import validate_row, write_bytes_atomic
+    from advisor.atomic import write_bytes_atomic
+    from advisor.store import validate_row
 
     report = IngestReport()
     quarantine = store.root / QUARANTINE

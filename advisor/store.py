@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import secrets
 import warnings
@@ -34,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from advisor.atomic import fsync_dir, write_bytes_atomic
 from advisor.errors import StoreError
 from advisor.profile import ModelProfile
 
@@ -428,35 +428,6 @@ def validate_row(row: Mapping[str, object]) -> list[str]:
 # Files.
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not possible (nor needed) on every platform.
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write a whole file atomically: temp file beside it, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
 def _write_atomic(directory: Path, table: pa.Table) -> Path:
     """Write `table` as a new shard: temp file, fsync, rename. Returns the shard path."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -673,5 +644,5 @@ class Store:
         merged = _write_atomic(self.directory, table.take(_winners(table)))
         for path in read:
             path.unlink(missing_ok=True)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return merged

@@ -59,8 +59,9 @@ from typing import Any, TextIO
 
 import tomllib
 
+from advisor.atomic import write_bytes_atomic
 from advisor.errors import AdvisorError, OptionError, SpecError, UnknownNameError
-from advisor.store import Store, config_id, write_bytes_atomic
+from advisor.store import Store, config_id
 from advisor.techniques import Pipeline
 from measure import zoo
 from measure.devices import DeviceUnreachableError
