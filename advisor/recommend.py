@@ -253,15 +253,49 @@ def decide(specs: list[str], pred: dict[str, np.ndarray], constraints: Constrain
                     f"{ACCURACY_TIE_PP:g} point of each other, a tie, and it is the faster")
             decision = "keep" if best == 0 else "compress"
 
-    reasons = _family_reasons(specs, pred, feasible, miss, limits, best, decision, conf)
+    ranked_by = "latency_ms" if not constraints.any and "latency_ms" in pred else obj
+    reasons = _family_reasons(specs, pred, feasible, miss, best, conf,
+                              objective_values(pred, ranked_by, conf), ranked_by)
     front = pareto_front(lat, acc) if "latency_ms" in pred else np.asarray([0])
     return {"decision": decision, "choice": best, "feasible": feasible,
             "misses": {t: miss[t] for t in limits if t in miss}, "reasons": reasons, "pareto": front,
             "objective": obj, "explanation": explanation}
 
 
-def _family_reasons(specs, pred, feasible, miss, limits, best, decision, conf) -> dict[str, str]:
-    """For each technique family not chosen, why (from its best member)."""
+_UNITS = {"latency_ms": "ms", "energy_mj": "mJ", "size_mb": "MB", "accuracy_delta_pp": "pp"}
+
+
+def _not_better(specs: list[str], members: np.ndarray, value: np.ndarray, lat: np.ndarray, obj: str,
+                best: int, conf: float) -> str:
+    """Why a family with feasible members lost: its best feasible member against the choice, in
+    the objective's own numbers (`value`, as `decide` ranked them)."""
+    higher = obj == "accuracy_delta_pp"
+    key = np.where(np.isfinite(value[members]), -value[members] if higher else value[members], np.inf)
+    j = int(members[np.lexsort((lat[members], key))[0]])
+    chosen = "keeping the model" if best == 0 else specs[best]
+    if higher:
+        if not np.isfinite(value[j]):
+            return f"feasible, but no accuracy change is known for it ({specs[j]}), so it ranks last"
+        if value[j] < value[best] - ACCURACY_TIE_PP:
+            return (f"feasible, less accurate: {specs[j]} {value[j]:+.2f} pp at the {conf:.0%} bound, "
+                    f"against {value[best]:+.2f} for {chosen}")
+        if best == 0:
+            return (f"feasible, gains no accuracy: {specs[j]} {value[j]:+.2f} pp at the {conf:.0%} bound, "
+                    "and the model as it is meets the constraints")
+        return (f"feasible, as accurate but slower: {specs[j]} {value[j]:+.2f} pp at the {conf:.0%} bound and "
+                f"{lat[j]:.3g} ms, against {value[best]:+.2f} pp and {lat[best]:.3g} ms for {chosen}")
+    unit = _UNITS[obj]
+    if best == 0:
+        return (f"feasible, gains under {MIN_GAIN[obj]:.0%}: {specs[j]} {value[j]:.3g} {unit}, against "
+                f"{value[0]:.3g} {unit} uncompressed")
+    worse = {"latency_ms": "slower", "energy_mj": "uses more energy", "size_mb": "larger"}[obj]
+    return f"feasible, {worse}: {specs[j]} {value[j]:.3g} {unit}, against {value[best]:.3g} {unit} for {chosen}"
+
+
+def _family_reasons(specs: list[str], pred: dict[str, np.ndarray], feasible: np.ndarray, miss: dict[str, np.ndarray],
+                    best: int, conf: float, value: np.ndarray, obj: str) -> dict[str, str]:
+    """For each technique family not chosen, why (from its best member); `value`: what the
+    decision ranked feasible plans by (`objective_values` of `obj`)."""
     lat = pred.get("latency_ms")
     reasons: dict[str, str] = {}
     families: dict[str, list[int]] = {}
@@ -281,7 +315,7 @@ def _family_reasons(specs, pred, feasible, miss, limits, best, decision, conf) -
             parts.append(f"slower here (×{lat[j, 1] / lat[0, 1]:.2f} predicted for its fastest, {specs[j]})")
         for t, mv in miss.items():
             if mv[j] > 0:
-                unit = {"latency_ms": "ms", "energy_mj": "mJ", "size_mb": "MB", "accuracy_delta_pp": "pp"}[t]
+                unit = _UNITS[t]
                 what = {"latency_ms": "misses the latency budget", "energy_mj": "misses the energy budget",
                         "size_mb": "exceeds the size limit", "accuracy_delta_pp": "breaks the accuracy limit"}[t]
                 parts.append(f"{what} by {mv[j]:.3g} {unit} at the {conf:.0%} bound ({specs[j]})")
@@ -290,7 +324,8 @@ def _family_reasons(specs, pred, feasible, miss, limits, best, decision, conf) -
             parts.append("accuracy change unknown: no training row measured it, so it is never promised")
         if not parts:
             if feasible[m].any():
-                parts.append("feasible but not better on the objective than the choice")
+                lat_all = lat[:, 1] if lat is not None else np.zeros(len(specs))
+                parts.append(_not_better(specs, m[feasible[m]], value, lat_all, obj, best, conf))
             else:
                 parts.append("not feasible")
         reasons[fam] = "; ".join(parts)

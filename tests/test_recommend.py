@@ -369,3 +369,29 @@ def test_a_tie_among_plans_does_not_override_keeping_a_feasible_model():
     assert v["decision"] == "keep" and v["choice"] == 0 and not v["explanation"]
     v = decide(specs, pred, Constraints(budget_ms=10.5))  # the original misses: the tie decides
     assert specs[v["choice"]] == "ptq-int8" and any("tie" in line for line in v["explanation"])
+
+
+def test_a_feasible_family_that_lost_says_why_in_the_objectives_numbers():
+    """A family with feasible plans that was not chosen names its best plan and the numbers it
+    lost on: less accurate, as accurate but slower, or (objective latency) slower."""
+    specs = ["none", "ptq-int8", "ptq-dynamic", "prune:0.5", "prune:0.8"]
+    pred = {"latency_ms": bands((82, 85, 91), (9, 10, 12), (17, 18, 20), (60, 62, 66), (40, 44, 48)),
+            "accuracy_delta_pp": bands((0, 0, 0), (-1.5, -0.5, 0.5), (-1.8, -0.4, 0.6), (-9, -5, -1),
+                                       (-12, -8, -3))}
+    v = decide(specs, pred, Constraints(budget_ms=70))
+    assert specs[v["choice"]] == "ptq-int8"
+    assert v["reasons"]["ptq-dynamic"] == ("feasible, as accurate but slower: ptq-dynamic -1.80 pp at the 90% bound "
+                                           "and 18 ms, against -1.50 pp and 10 ms for ptq-int8")
+    # the family's most accurate feasible member is named
+    assert v["reasons"]["prune"] == ("feasible, less accurate: prune:0.5 -9.00 pp at the 90% bound, "
+                                     "against -1.50 for ptq-int8")
+    v = decide(specs, pred, Constraints(budget_ms=50))  # prune:0.5 misses it (p90 66 ms): prune:0.8 speaks
+    assert v["reasons"]["prune"].startswith("feasible, less accurate: prune:0.8 -12.00 pp")
+    v = decide(specs, pred, Constraints(budget_ms=70, objective="latency"))
+    assert v["reasons"]["prune"] == "feasible, slower: prune:0.8 44 ms, against 10 ms for ptq-int8"
+    # keeping the model: a compressed plan that gains too little says so against the original
+    pred["latency_ms"][1] = (80, 83, 86)
+    pred["latency_ms"][2:] = (84, 86, 88)
+    v = decide(specs, pred, Constraints(budget_ms=100, objective="latency"))
+    assert v["decision"] == "keep"
+    assert v["reasons"]["ptq-int8"] == "feasible, gains under 5%: ptq-int8 83 ms, against 85 ms uncompressed"
