@@ -19,7 +19,7 @@ import numpy as np
 from advisor.candidates import candidate_specs
 from advisor.errors import ModelFileError, OptionError
 from advisor.profile import PROFILER_REVISION, ModelProfile
-from advisor.recommend import TARGETS, Constraints, decide, pessimistic
+from advisor.recommend import TARGETS, Constraints, decide, describe_miss, pessimistic
 
 #: predictor target -> (recommendation target, scale to its unit)
 _TARGET_MAP = {"latency": ("latency_ms", 1.0), "energy": ("energy_mj", 1.0), "size": ("size_mb", 1e-6),
@@ -344,10 +344,10 @@ def _explain(verdict: dict, specs: list[str], pred: dict[str, np.ndarray], c: Co
         lines.append(f"compress with {specs[best]}: latency {_fmt_band(lat[best], 'ms')} against "
                      f"{_fmt_band(lat[0], 'ms')} uncompressed")
     else:
-        misses = {t: m[best] for t, m in verdict["misses"].items() if m[best] > 0}
-        what = ", ".join(f"{t.replace('_', ' ')} by {v:.3g}" for t, v in misses.items())
+        what = " and ".join(describe_miss(t, m[best], c.confidence) for t, m in verdict["misses"].items()
+                            if m[best] > 0)
         lines.append(f"nothing meets the constraints at {c.confidence:.0%} confidence; nearest is "
-                     f"{specs[best]}, which misses {what}")
+                     f"{specs[best]}, which {what}")
     if "latency_ms" in c.limits() and verdict["decision"] != "infeasible":
         p = pessimistic(pred, "latency_ms", c.confidence)[best]
         lines.append(f"latency at the {c.confidence:.0%} bound: {p:.3g} ms against a budget of {c.budget_ms:g} ms")

@@ -263,6 +263,13 @@ def decide(specs: list[str], pred: dict[str, np.ndarray], constraints: Constrain
 
 
 _UNITS = {"latency_ms": "ms", "energy_mj": "mJ", "size_mb": "MB", "accuracy_delta_pp": "pp"}
+_MISSES = {"latency_ms": "misses the latency budget", "energy_mj": "misses the energy budget",
+           "size_mb": "exceeds the size limit", "accuracy_delta_pp": "breaks the accuracy limit"}
+
+
+def describe_miss(target: str, by: float, conf: float) -> str:
+    """'misses the latency budget by 8.19 ms at the 90% bound', and the like for each target."""
+    return f"{_MISSES[target]} by {by:.3g} {_UNITS[target]} at the {conf:.0%} bound"
 
 
 def _not_better(specs: list[str], members: np.ndarray, value: np.ndarray, lat: np.ndarray, obj: str,
@@ -315,10 +322,7 @@ def _family_reasons(specs: list[str], pred: dict[str, np.ndarray], feasible: np.
             parts.append(f"slower here (×{lat[j, 1] / lat[0, 1]:.2f} predicted for its fastest, {specs[j]})")
         for t, mv in miss.items():
             if mv[j] > 0:
-                unit = _UNITS[t]
-                what = {"latency_ms": "misses the latency budget", "energy_mj": "misses the energy budget",
-                        "size_mb": "exceeds the size limit", "accuracy_delta_pp": "breaks the accuracy limit"}[t]
-                parts.append(f"{what} by {mv[j]:.3g} {unit} at the {conf:.0%} bound ({specs[j]})")
+                parts.append(f"{describe_miss(t, mv[j], conf)} ({specs[j]})")
         acc = pred.get("accuracy_delta_pp")
         if acc is not None and not np.isfinite(acc[m, 1]).any():
             parts.append("accuracy change unknown: no training row measured it, so it is never promised")

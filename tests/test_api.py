@@ -129,6 +129,9 @@ def test_recommend_returns_the_documented_contract(advisor, expected):
         assert out["nearest"]["technique"] == out["technique"]
         assert out["nearest"]["misses"]["latency_ms"] > 0
         assert out["explanation"][0].startswith("nothing meets the constraints")
+        miss = out["nearest"]["misses"]["latency_ms"]
+        assert out["explanation"][0].endswith(
+            f"{out['technique']}, which misses the latency budget by {miss:.3g} ms at the 90% bound")
 
 
 def test_plans_without_accuracy_evidence_say_unknown_and_are_never_chosen_for_accuracy(advisor):
