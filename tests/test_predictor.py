@@ -617,3 +617,30 @@ def test_training_reports_its_stages_to_a_listener_and_nothing_otherwise(capsys)
         Predictor(**FAST).fit(rows, profiles)
     lines = heard.getvalue().splitlines()
     assert any("featurising" in line for line in lines) and any("fitting" in line for line in lines)
+
+
+def test_the_qat_size_change_is_drawn_toward_the_post_training_int8_one(monkeypatch):
+    """QAT and post-training int8 files come out of the same full-integer converter: QAT's few rows
+    learn how they differ from int8's set, rather than 18 coefficients of their own from scratch."""
+    import advisor.predictor as P
+
+    rows, profiles = synthetic_rows(per_family=2, techniques=("ptq-int8", "qat-int8"))
+    data = prepare(rows, profiles)
+    sized = data.measured & (data.size > 0)
+    prior = P.fit_prior(P.PRIORS["size"], data.X[sized], data.size[sized])
+
+    def sets(weight: float) -> tuple[np.ndarray, np.ndarray]:
+        monkeypatch.setattr(P, "QAT_TOWARD_INT8", weight)
+        change = P.fit_size_change(data.X[sized], data.size[sized], prior, min_rows=10)
+        by_key = dict(zip(change.keys, change.coef))
+        aware = P._SIZE_MODES.index("quant_aware")
+        qat = next(k for k in by_key if k[aware] == 1.0)
+        return np.asarray(by_key[qat]), np.asarray(by_key[qat[:aware] + (0.0,) + qat[aware + 1:]])
+
+    alone, int8 = sets(0.0)
+    drawn, int8_again = sets(P.QAT_TOWARD_INT8 if P.QAT_TOWARD_INT8 > 0 else 1.0)
+    np.testing.assert_array_equal(int8, int8_again)  # the post-training set does not depend on QAT's rows
+    assert np.linalg.norm(drawn - int8) < np.linalg.norm(alone - int8)
+    # and with an overwhelming draw, QAT's set is int8's
+    far, int8 = sets(1e9)
+    np.testing.assert_allclose(far, int8, rtol=1e-3, atol=1e-6)
