@@ -201,6 +201,9 @@ class Calibration:
             tail = (f": leave-one-out {after:.0%} of its latencies within ±10% (the bundle alone: "
                     f"{before:.0%})")
         n = (self.metrics.get("after") or {}).get("n", len(self.reference))
+        if self.metrics.get("reference_in_training"):
+            tail += (f"; the bundle was trained on {self.metrics['reference_in_training']} of these rows, so the "
+                     "figures are in-sample")
         if self.metrics.get("no_correction"):
             tail += "; no correction did better on held-out networks, so only the band is widened"
         return (f"calibrated for this device on {n} reference measurements "
@@ -281,7 +284,7 @@ def fit_calibration(X: np.ndarray, measured_ms: np.ndarray, predicted: Mapping[s
                     latency_prior: Any, *, device: str, fingerprint: Mapping[str, Any], threads: int,
                     bundle_version: str, reference: Sequence[str] = (),
                     energy_mj: np.ndarray | None = None, networks: Sequence[str] | None = None,
-                    lambdas: Sequence[float] = LAMBDAS, created: str = "") -> Calibration:
+                    lambdas: Sequence[float] = LAMBDAS, created: str = "", in_training: int = 0) -> Calibration:
     """Fit a device's correction from its reference rows.
 
     Args:
@@ -292,6 +295,8 @@ def fit_calibration(X: np.ndarray, measured_ms: np.ndarray, predicted: Mapping[s
         energy_mj: measured energies (NaN where none), for the device's power.
         networks: each row's network (model name): cross-validation holds a network out whole.
             Default: the profile part of X identifies it.
+        in_training: how many of the reference rows the bundle was trained on (a refit after a
+            retraining): its "before" figures are then in-sample, and the answer says so.
 
     Raises:
         OptionError: fewer than `MIN_ROWS` usable rows.
@@ -333,7 +338,7 @@ def fit_calibration(X: np.ndarray, measured_ms: np.ndarray, predicted: Mapping[s
     band = (float(np.quantile(residual, 0.1)), float(np.quantile(residual, 0.9)))
     metrics = {"before": _scores(yo, po[:, 1]), "after": _scores(yo, po[:, 1] * np.exp(loo)),
                "after_in_sample": _scores(yo, po[:, 1] * np.exp(Z @ coef)), "lambda": lam,
-               "no_correction": no_correction}
+               "no_correction": no_correction, "reference_in_training": int(in_training)}
     power: dict[str, tuple[float, float, float]] = {}
     if energy_mj is not None:
         e = np.asarray(energy_mj, dtype=np.float64)[ok]
@@ -369,6 +374,9 @@ def summary_lines(cal: Calibration) -> list[str]:
              f"  reference rows      {a.get('n', len(cal.reference))}",
              f"  bundle alone        {fmt(b)}",
              f"  calibrated (LOO)    {fmt(a)}"]
+    if cal.metrics.get("reference_in_training"):
+        lines.append(f"  in-sample           the bundle was trained on {cal.metrics['reference_in_training']} of "
+                     "the reference rows (a refit after retraining): the figures above are not held out")
     band = f"x{math.exp(cal.band[0]):.2f} to x{math.exp(cal.band[1]):.2f}"
     if cal.metrics.get("no_correction"):
         lines.append("  no correction       every correction did worse on held-out networks than the bundle "

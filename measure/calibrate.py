@@ -75,6 +75,7 @@ def calibrate(device_name: str, *, store: Store, bundle_dir: str | Path | None =
     from advisor.bundle import DEFAULT_BUNDLE, load
     from advisor.features import device_features, feature_matrix
     from advisor.lookup import device_fingerprint
+    from advisor.model_versions import training_ids
     from measure.campaign import run_campaign
     from measure.devices import get_device
 
@@ -103,10 +104,13 @@ def calibrate(device_name: str, *, store: Store, bundle_dir: str | Path | None =
     X = np.vstack([_row_features(store, r, feats, feature_matrix) for r in rows.to_dict("records")])
     predicted = bundle.predict(X)
     energy = rows["energy_mj"].to_numpy(dtype=float) if "energy_mj" in rows else None
+    reference = list(rows["config_id"].astype(str))
+    trained_on_ids = training_ids(bundle_dir or DEFAULT_BUNDLE) or frozenset()
     cal = fit_calibration(X, rows["latency_ms_median"].to_numpy(dtype=float), predicted,
                           bundle.predictor.priors_["latency"], device=device_id, fingerprint=fp, threads=threads,
-                          bundle_version=bundle.version, reference=list(rows["config_id"].astype(str)),
-                          energy_mj=energy, networks=list(rows["model"].astype(str)), created=utc_now_iso())
+                          bundle_version=bundle.version, reference=reference,
+                          energy_mj=energy, networks=list(rows["model"].astype(str)), created=utc_now_iso(),
+                          in_training=sum(cid in trained_on_ids for cid in reference))
     return CalibrationRun(cal, cal.save(out_dir), report)
 
 

@@ -260,11 +260,21 @@ def test_calibrate_end_to_end_measures_fits_saves_and_refits(capsys, tmp_path, b
     assert code == 0, err
     assert "calibrated (LOO)" in out and "no energy in the reference rows" in out
     assert "plans/adapt-device.toml --device local" in out  # where to go for more
+    assert "in-sample" not in out  # this bundle never saw the reference rows
     # The answer path now says it is calibrated.
     code, out, err = run(capsys, "predict", "--model", "mobilenet_v2@96", "--technique", "ptq-int8",
                          "--bundle", bundle_dir, "--json")
     assert code == 0, err
     assert any("calibrated for this device" in n for n in json.loads(out)["notes"])
+    # A bundle trained on the reference rows (a refit after retraining): its figures are in-sample, and said so.
+    seen = B.save(B.load(bundle_dir).predictor, tmp_path / "retrained", {"evaluation": {"note": "synthetic"}},
+                  training_ids=cal["reference"])
+    code, out, err = run(capsys, "calibrate", "--plan", plan, "--store", store, "--bundle", seen, "--refit",
+                         "--json")
+    assert code == 0, err
+    refit = json.loads(out)["calibration"]
+    assert refit["metrics"]["reference_in_training"] == 6
+    assert "trained on 6 of these rows, so the figures are in-sample" in C.Calibration.from_dict(refit).describe()
 
 
 def test_refit_without_stored_rows_is_one_line_exit_2(capsys, tmp_path, bundle_dir):
