@@ -126,3 +126,21 @@ def test_a_mixed_cpu_is_rated_by_its_fastest_cores():
     sheet = S.spec_sheet({"cpu_model": "4x Cortex-A55 + 4x Cortex-A76", "cpu_max_mhz": 2400, "logical_cpus": 8,
                           "machine": "aarch64"})
     assert sheet.flops_per_cycle == S.FP32_FLOPS_PER_CYCLE["Cortex-A76"] and sheet.ghz == 2.4 and sheet.cores == 8
+
+
+def test_the_reference_for_a_board_has_no_matrix_unit_the_board_lacks():
+    """A machine with AMX runs int8 matrix work far faster than its vector units: a board without
+    one is scaled from the machine with most rows among those without, where there is one."""
+    from types import SimpleNamespace
+
+    def machine(*flags):
+        return {"fingerprint": {"machine": "x86_64", "isa_flags": ["avx2", "fma", *flags]}}
+
+    predictor = SimpleNamespace(devices_={"xeon": machine("avx512f", "amx_tile", "amx_int8"), "epyc": machine(),
+                                          "old": machine()})
+    rows = {"xeon": 500, "epyc": 400, "old": 10}
+    assert S.reference_machine(predictor, rows, ["neon", "asimd"])[0] == "epyc"
+    assert S.reference_machine(predictor, rows, ["amx_tile", "amx_int8"])[0] == "xeon"  # a board with one
+    assert S.reference_machine(predictor, rows)[0] == "epyc"
+    only = SimpleNamespace(devices_={"xeon": machine("amx_tile")})
+    assert S.reference_machine(only, {"xeon": 5}, ["neon"])[0] == "xeon"  # nothing else to take
