@@ -273,9 +273,10 @@ def describe_miss(target: str, by: float, conf: float) -> str:
 
 
 def _not_better(specs: list[str], members: np.ndarray, value: np.ndarray, lat: np.ndarray, obj: str,
-                best: int, conf: float) -> str:
+                best: int, conf: float, tie_floor: float) -> str:
     """Why a family with feasible members lost: its best feasible member against the choice, in
-    the objective's own numbers (`value`, as `decide` ranked them)."""
+    the objective's own numbers (`value`, as `decide` ranked them). `tie_floor`: under the
+    accuracy objective, the lowest value in the tie the choice was taken from."""
     higher = obj == "accuracy_delta_pp"
     key = np.where(np.isfinite(value[members]), -value[members] if higher else value[members], np.inf)
     j = int(members[np.lexsort((lat[members], key))[0]])
@@ -283,12 +284,13 @@ def _not_better(specs: list[str], members: np.ndarray, value: np.ndarray, lat: n
     if higher:
         if not np.isfinite(value[j]):
             return f"feasible, but no accuracy change is known for it ({specs[j]}), so it ranks last"
-        if value[j] < value[best] - ACCURACY_TIE_PP:
+        if value[j] < tie_floor:
             return (f"feasible, less accurate: {specs[j]} {value[j]:+.2f} pp at the {conf:.0%} bound, "
                     f"against {value[best]:+.2f} for {chosen}")
         if best == 0:
             return (f"feasible, gains no accuracy: {specs[j]} {value[j]:+.2f} pp at the {conf:.0%} bound, "
                     "and the model as it is meets the constraints")
+        # In the tie the choice won as the fastest, so this plan is no faster.
         return (f"feasible, as accurate but slower: {specs[j]} {value[j]:+.2f} pp at the {conf:.0%} bound and "
                 f"{lat[j]:.3g} ms, against {value[best]:+.2f} pp and {lat[best]:.3g} ms for {chosen}")
     unit = _UNITS[obj]
@@ -306,6 +308,8 @@ def _family_reasons(specs: list[str], pred: dict[str, np.ndarray], feasible: np.
     lat = pred.get("latency_ms")
     reasons: dict[str, str] = {}
     families: dict[str, list[int]] = {}
+    ranked = value[feasible & np.isfinite(value)]
+    tie_floor = float(ranked.max()) - ACCURACY_TIE_PP if ranked.size else -np.inf
     for i, s in enumerate(specs):
         families.setdefault(family_of(s), []).append(i)
     chosen_family = family_of(specs[best])
@@ -329,7 +333,7 @@ def _family_reasons(specs: list[str], pred: dict[str, np.ndarray], feasible: np.
         if not parts:
             if feasible[m].any():
                 lat_all = lat[:, 1] if lat is not None else np.zeros(len(specs))
-                parts.append(_not_better(specs, m[feasible[m]], value, lat_all, obj, best, conf))
+                parts.append(_not_better(specs, m[feasible[m]], value, lat_all, obj, best, conf, tie_floor))
             else:
                 parts.append("not feasible")
         reasons[fam] = "; ".join(parts)

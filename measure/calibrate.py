@@ -14,7 +14,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from advisor.calibration import REFERENCE_PLAN, Calibration, fit_calibration
-from advisor.errors import OptionError
+from advisor.errors import BundleError, OptionError
 from advisor.store import Store, utc_now_iso
 
 
@@ -105,7 +105,10 @@ def calibrate(device_name: str, *, store: Store, bundle_dir: str | Path | None =
     predicted = bundle.predict(X)
     energy = rows["energy_mj"].to_numpy(dtype=float) if "energy_mj" in rows else None
     reference = list(rows["config_id"].astype(str))
-    trained_on_ids = training_ids(bundle_dir or DEFAULT_BUNDLE) or frozenset()
+    try:
+        trained_on_ids = training_ids(bundle.path) or frozenset()
+    except BundleError:  # an unreadable ids file only costs the in-sample note
+        trained_on_ids = frozenset()
     cal = fit_calibration(X, rows["latency_ms_median"].to_numpy(dtype=float), predicted,
                           bundle.predictor.priors_["latency"], device=device_id, fingerprint=fp, threads=threads,
                           bundle_version=bundle.version, reference=reference,

@@ -395,3 +395,16 @@ def test_a_feasible_family_that_lost_says_why_in_the_objectives_numbers():
     v = decide(specs, pred, Constraints(budget_ms=100, objective="latency"))
     assert v["decision"] == "keep"
     assert v["reasons"]["ptq-int8"] == "feasible, gains under 5%: ptq-int8 83 ms, against 85 ms uncompressed"
+
+
+def test_a_plan_outside_the_accuracy_tie_is_less_accurate_even_when_faster_than_the_choice():
+    """The tie is measured from the most accurate plan: the choice (the fastest in the tie) may be
+    up to a point behind it, and a faster plan just outside the tie lost on accuracy, not speed."""
+    specs = ["none", "cluster:16+ptq-dynamic", "ptq-int8", "prune:0.5+ptq-int8"]
+    pred = {"latency_ms": bands((82, 85, 91), (17, 18, 20), (12, 13, 15), (6, 7, 8)),
+            "accuracy_delta_pp": bands((0, 0, 0), (-0.5, 0.5, 1.4), (-1.4, 0.0, 1.7), (-2.0, -1, 0))}
+    v = decide(specs, pred, Constraints(budget_ms=50))
+    assert specs[v["choice"]] == "ptq-int8"  # tied with cluster:16+ptq-dynamic (-0.5), and faster
+    assert v["reasons"]["prune+ptq-int8"] == ("feasible, less accurate: prune:0.5+ptq-int8 -2.00 pp at the 90% "
+                                              "bound, against -1.40 for ptq-int8")
+    assert v["reasons"]["cluster+ptq-dynamic"].startswith("feasible, as accurate but slower: cluster:16+ptq-dynamic")
