@@ -195,6 +195,7 @@ def decide(specs: list[str], pred: dict[str, np.ndarray], constraints: Constrain
     lat = pred["latency_ms"][:, 1] if "latency_ms" in pred else np.zeros(n)
 
     value = objective_values(pred, obj, conf)
+    tie_floor = -np.inf  # under the accuracy objective, the lowest accuracy bound still in the tie
 
     def better(i: int, j: int) -> bool:
         """Is candidate i better enough than j on the objective?"""
@@ -240,7 +241,8 @@ def decide(specs: list[str], pred: dict[str, np.ndarray], constraints: Constrain
             tie_winner = -1
             if obj == "accuracy_delta_pp" and np.isfinite(value[best]):
                 # "accuracy, then latency": a lead below the predictions' resolution is a tie
-                tied = ordered[value[ordered] >= value[best] - ACCURACY_TIE_PP]
+                tie_floor = float(value[best]) - ACCURACY_TIE_PP
+                tied = ordered[value[ordered] >= tie_floor]
                 fastest = int(tied[np.argmin(lat[tied])])
                 if lat[fastest] < lat[best]:
                     best = tie_winner = fastest
@@ -253,9 +255,11 @@ def decide(specs: list[str], pred: dict[str, np.ndarray], constraints: Constrain
                     f"{ACCURACY_TIE_PP:g} point of each other, a tie, and it is the faster")
             decision = "keep" if best == 0 else "compress"
 
+    # With no constraint the choice was the fastest plan: the rejected families say so in latency.
     ranked_by = "latency_ms" if not constraints.any and "latency_ms" in pred else obj
     reasons = _family_reasons(specs, pred, feasible, miss, best, conf,
-                              objective_values(pred, ranked_by, conf), ranked_by)
+                              value if ranked_by == obj else objective_values(pred, ranked_by, conf), ranked_by,
+                              tie_floor)
     front = pareto_front(lat, acc) if "latency_ms" in pred else np.asarray([0])
     return {"decision": decision, "choice": best, "feasible": feasible,
             "misses": {t: miss[t] for t in limits if t in miss}, "reasons": reasons, "pareto": front,
@@ -302,14 +306,13 @@ def _not_better(specs: list[str], members: np.ndarray, value: np.ndarray, lat: n
 
 
 def _family_reasons(specs: list[str], pred: dict[str, np.ndarray], feasible: np.ndarray, miss: dict[str, np.ndarray],
-                    best: int, conf: float, value: np.ndarray, obj: str) -> dict[str, str]:
+                    best: int, conf: float, value: np.ndarray, obj: str, tie_floor: float) -> dict[str, str]:
     """For each technique family not chosen, why (from its best member); `value`: what the
-    decision ranked feasible plans by (`objective_values` of `obj`)."""
+    decision ranked feasible plans by (`objective_values` of `obj`); `tie_floor`: the accuracy tie
+    `decide` took the choice from reaches down to it (-inf without one)."""
     lat = pred.get("latency_ms")
     reasons: dict[str, str] = {}
     families: dict[str, list[int]] = {}
-    ranked = value[feasible & np.isfinite(value)]
-    tie_floor = float(ranked.max()) - ACCURACY_TIE_PP if ranked.size else -np.inf
     for i, s in enumerate(specs):
         families.setdefault(family_of(s), []).append(i)
     chosen_family = family_of(specs[best])
