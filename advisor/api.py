@@ -226,6 +226,7 @@ class Advisor:
         if family_rows == 0:
             explanation.append(f"warning: no measured rows of the {profile.family} family: the prediction "
                                "extrapolates from other architectures")
+        explanation += self._coverage_lines(profile)
         if "accuracy_delta_pp" not in pred:
             explanation.append("warning: no accuracy model: accuracy changes are unknown")
         elif not np.isfinite(pred["accuracy_delta_pp"][best]).all():
@@ -276,9 +277,19 @@ class Advisor:
         return Recommendation(
             model=profile.model, device=device, constraints=constraints, decision="keep" if keep else "compress",
             technique=None if keep else spec, predicted=_bands(pred, 0), baseline=_bands(pred, 1), alternatives=[],
-            pareto=[], explanation=device_notes(device_note, calibration, calibration_note),
+            pareto=[],
+            explanation=device_notes(device_note, calibration, calibration_note) + self._coverage_lines(profile),
             predictor={"version": self.bundle.version, "rows_device": _device_rows(self.bundle.predictor, device, fp),
                        "candidates": 2})
+
+    def _coverage_lines(self, profile) -> list[str]:
+        """The warning for layers outside what the bundle's training data timed (`advisor.coverage`)."""
+        from advisor.coverage import outside, warning
+
+        summary = getattr(self.bundle.predictor, "data_summary_", {}) or {}
+        line = warning(outside(profile, summary.get("layer_types")))
+        return [line] if line else []
+
 
 def _bands(pred: dict[str, np.ndarray], i: int) -> dict[str, dict[str, float] | None]:
     """Candidate i's p10/p50/p90 per target; None where the predictor has no model, or no evidence

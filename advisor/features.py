@@ -126,6 +126,8 @@ TFLITE_OPS: dict[str, tuple[int, int]] = {
     # A 1-D convolution or pooling runs as its 2-D kernel between EXPAND_DIMS and RESHAPE (measured:
     # tf 2.21, Conv1D and MaxPooling1D on a (16000, 1) signal).
     "Conv1D": (3, 6), "MaxPooling1D": (3, 4), "AveragePooling1D": (3, 4),
+    # RESIZE_NEAREST_NEIGHBOR or RESIZE_BILINEAR, with its output size as a constant tensor.
+    "UpSampling2D": (1, 2),
 }
 #: Operators a dense layer over a sequence becomes with a dynamic batch: the converter computes
 #: the flattened shape (SHAPE, GATHER, REDUCE_PROD, CONCATENATION, PACK), reshapes, runs one

@@ -6,7 +6,7 @@ each executed layer (a "unit"; a separable convolution is two, and one more unit
 interpreter's fixed cost per invoke) starts from its share of the linear kernel-sum prior
 (`advisor.predictor.Prior`: a cost per MAC, per op and per element of its group, per machine and
 thread count), and an XGBoost model learns a multiplicative correction from the layer's own
-shape: its type, MACs, parameters, elements read and written, kernel, stride, channels and
+shape: its type, MACs, parameters, elements read and written, kernel, stride, channels, groups and
 output positions, and the device. A network's baseline latency is
 
     sum over units u of  prior_cost(u) * exp(f(u))
@@ -58,10 +58,10 @@ UNIT_TYPES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", F.POINTW
               "LSTM", "GRU", "MultiHeadAttention", "Embedding", "PositionEmbedding", "LayerNormalization",
               "Activation", "Add", "Multiply", "Concatenate", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
               "AveragePooling2D", "MaxPooling2D", "ZeroPadding2D", "TFOpLambda", "Softmax", "BatchNormalization",
-              "invoke")
+              "Conv2DTranspose", "UpSampling2D", "invoke")
 _TYPE_INDEX = {t: i for i, t in enumerate(UNIT_TYPES)}
 _SHAPE_NAMES = ("log_macs", "log_params", "log_written", "log_read", "kernel", "stride", "c_in", "c_out",
-                "log_positions", "macs_per_output")
+                "log_positions", "macs_per_output", "groups")
 #: The device columns the trees see (thread_share and memory are left out: neither sets a
 #: kernel's speed).
 DEVICE_COLUMNS = tuple(n for n in F.DEVICE_NAMES if n not in ("thread_share", "memory_gib"))
@@ -127,13 +127,20 @@ def units(profile: ModelProfile) -> Units:
         positions = u.written / u.c_out if u.c_out else 0.0
         shape[i, _N_GROUPS + _N_TYPES:] = (math.log1p(u.macs), math.log1p(u.params), math.log1p(u.written),
                                            math.log1p(u.read), u.layer.kernel, u.layer.stride, u.c_in, u.c_out,
-                                           math.log1p(positions), u.macs / max(u.written, 1.0))
+                                           math.log1p(positions), u.macs / max(u.written, 1.0),
+                                           _conv_groups(u))
     shape[np.arange(n), group] = 1.0
     shape[-1, _N_GROUPS + _TYPE_INDEX["invoke"]] = 1.0
     invoke = np.zeros(n, dtype=bool)
     invoke[-1] = True
     ops = np.array([x.ops for x in executed] + [0], dtype=float)
     return Units(group, work, invoke, shape, ops, tuple(x.layer.name for x in executed) + ("",))
+
+
+def _conv_groups(u: F.Unit) -> float:
+    """A convolution's groups (1 for an ordinary one, 0 for layers without them); a depthwise
+    layer records its channels there, which its type already says."""
+    return float(u.layer.groups) if u.group == "conv" and u.type != F.POINTWISE else 0.0
 
 
 _UNITS: dict[str, Units] = {}

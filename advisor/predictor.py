@@ -1435,8 +1435,14 @@ def _counts(values: np.ndarray) -> dict[str, int]:
 
 
 def _summary(rows: pd.DataFrame, d: TrainingData) -> dict[str, Any]:
+    from advisor.coverage import layer_coverage
+
     ids = sorted(str(c) for c in d.config_id if c is not None)
+    timed = d.measured & _positive(d.latency)
+    keys = np.unique(F.profile_keys(d.X[timed]).astype(str)) if timed.any() else []
+    timed_profiles = [p for p in (F.profile_of(k) for k in keys) if p is not None]
     return {"rows": len(d), "rows_given": int(len(rows)), "dropped": d.dropped,
             "hash": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
             "by_device": _counts(d.device), "by_source": _counts(d.source),
-            "families": _counts(d.family), "without_profile": int(np.isnan(d.X[:, F.INDEX["n_ops"]]).sum())}
+            "families": _counts(d.family), "without_profile": int(np.isnan(d.X[:, F.INDEX["n_ops"]]).sum()),
+            "layer_types": layer_coverage(timed_profiles)}

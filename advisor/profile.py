@@ -16,10 +16,11 @@ from advisor.errors import ModelFileError
 
 PROFILE_VERSION = 1
 #: Revision of how `measure.profiling` reads a Keras model (2: a Bidirectional layer is its two
-#: directions; 3: the float file's size is recorded). Part of the key a user's profiled model file
+#: directions; 3: the float file's size is recorded; 4: bilinear up-sampling counts 4 MACs per
+#: output element). Part of the key a user's profiled model file
 #: is cached under, so a changed reading profiles the file again; the profile format itself is
 #: `PROFILE_VERSION`.
-PROFILER_REVISION = 3
+PROFILER_REVISION = 4
 
 
 @dataclass(frozen=True)

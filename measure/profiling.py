@@ -127,6 +127,12 @@ def _attention(layer: Any, inputs: Sequence[Shape], output: Shape) -> Work:
     return Work(projections + scores_and_sum)
 
 
+def _upsampling(layer: Any, inputs: Sequence[Shape], output: Shape) -> Work:
+    # Nearest-neighbour copies (no arithmetic); bilinear weighs 2 taps per spatial dimension.
+    taps = 2 ** max(len(output) - 1, 1) if getattr(layer, "interpolation", "nearest") == "bilinear" else 0
+    return Work(_prod(output) * taps)
+
+
 MAC_FORMULAS: dict[str, Callable[[Any, Sequence[Shape], Shape], Work]] = {
     "Conv1D": _conv,
     "Conv2D": _conv,
@@ -144,6 +150,9 @@ MAC_FORMULAS: dict[str, Callable[[Any, Sequence[Shape], Shape], Work]] = {
     "GRU": _recurrent(3),
     "LSTM": _recurrent(4),
     "MultiHeadAttention": _attention,
+    "UpSampling1D": _upsampling,
+    "UpSampling2D": _upsampling,
+    "UpSampling3D": _upsampling,
 }
 """MAC formula per Keras class name; a subclass uses its nearest registered base class."""
 

@@ -75,6 +75,7 @@ class ArchSpec:
     vocab_size: int | None = None  # text blocks only
     width_cap: int = 256  # growth stops here
     op: str | None = None  # the probed operation, for probes that draw one (`ELTWISE_OPS`, `SEQUENCE_OPS`)
+    groups: int | None = None  # a grouped convolution probe's groups
 
     def __post_init__(self) -> None:
         kind = _kind(self.block)
@@ -112,6 +113,8 @@ class ArchSpec:
         """One line describing the architecture (stored in the rows' notes)."""
         if self.domain == "text":
             shape = f"tokens {self.input_size} (vocab {self.vocab_size}, embed {self.embed_dim})"
+        elif self.domain == "audio":
+            shape = f"signal {self.input_size}x{self.input_channels}"
         else:
             shape = f"{self.input_size}x{self.input_size}x{self.input_channels}"
         parts = [f"{self.name}: {self.depth} {self.block} blocks", f"widths {list(self.widths)}", f"input {shape}"]
@@ -124,6 +127,8 @@ class ArchSpec:
             parts.append(f"{self.heads} heads")
         if self.op is not None:
             parts.append(f"op {self.op}")
+        if self.groups is not None:
+            parts.append(f"{self.groups} groups")
         parts.append(f"{self.num_classes} classes")
         return ", ".join(parts)
 
@@ -316,6 +321,59 @@ def _sample_eltwise_probe(rng: random.Random, limits: SampleLimits) -> dict[str,
             "width_cap": max(channels, MIN_WIDTH), "op": op}
 
 
+#: Resampling and grouped-convolution probes (`RESAMPLE_OPS`): the layers of segmentation and
+#: detection heads (U-Net, FPN: transposed convolutions, nearest and bilinear up-sampling) and of
+#: ResNeXt-style blocks, which no sampled network and no zoo network holds.
+_RESAMPLE_GROUPS = (2, 4, 8, 16, 32)
+
+
+def _sample_resample_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    op = rng.choice(RESAMPLE_OPS)
+    size = _pick(rng, _PROBE_SIZES, _PROBE_SIZE_WEIGHTS, limits.max_input_size)
+    widths = [c for c in _PROBE_CHANNELS if c <= limits.max_width * 4] or [8]
+    drawn: dict[str, Any] = {"input_size": size, "depth": 1, "width_growth": 1.0, "stem_stride": 1,
+                             "num_classes": 10, "op": op}
+    if op.startswith("upsample"):
+        # An output of 16 k to 2 M elements (four times the input's).
+        channels = rng.choice([c for c in widths if 4_096 <= size * size * c <= 500_000] or [widths[0]])
+        while channels > 8 and size * size * channels > 500_000:
+            channels //= 2
+        return {**drawn, "input_channels": channels, "base_width": channels, "strides": (2,), "kernel_sizes": (1,),
+                "width_cap": max(channels, MIN_WIDTH)}
+    cin, cout = rng.choice(widths), rng.choice(widths)
+    if op == "transpose_conv":
+        kernel, stride, groups = rng.choice((2, 3, 4)), 2, 1
+    else:
+        kernel, stride = rng.choices((1, 3), (1, 3))[0], rng.choices((1, 2), (3, 1))[0] if size >= 8 else 1
+        groups = rng.choice([g for g in _RESAMPLE_GROUPS if cin % g == 0 and cout % g == 0 and cin // g >= 2] or [2])
+        cin, cout = max(cin, 2 * groups), max(cout, 2 * groups)
+    positions = size * size if op == "transpose_conv" else (-(-size // stride)) ** 2
+    while cout > 8 and positions * kernel * kernel * cin // groups * cout > _PROBE_MAC_BUDGET:
+        cout //= 2
+        cin = cout if cin > cout else cin
+    if op == "grouped_conv":  # the largest drawn-from group count that still divides both
+        groups = max(g for g in (1, *_RESAMPLE_GROUPS) if g <= groups and cin % g == 0 and cout % g == 0)
+    return {**drawn, "input_channels": cin, "base_width": cout, "strides": (stride,), "kernel_sizes": (kernel,),
+            "groups": groups, "width_cap": max(cout, MIN_WIDTH)}
+
+
+#: 1-D convolution probes: keyword spotting, audio and time-series networks convolve a signal.
+_SIGNAL_LENGTHS = (128, 256, 500, 1000, 2000, 4000, 8000, 16000)
+_SIGNAL_CHANNELS = (1, 2, 8, 16, 32, 40, 64, 128, 256)
+
+
+def _sample_conv1d_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    length = rng.choice(_SIGNAL_LENGTHS)
+    cin = rng.choice(_SIGNAL_CHANNELS)
+    cout = rng.choice([c for c in _PROBE_CHANNELS if 8 <= c <= limits.max_width * 2] or [8])
+    kernel, stride = rng.choice((3, 5, 9, 15)), rng.choices((1, 2, 4), (3, 2, 1))[0]
+    while cout > 8 and -(-length // stride) * kernel * cin * cout > _PROBE_MAC_BUDGET:
+        cout //= 2
+    return {"input_size": length, "input_channels": cin, "depth": 1, "base_width": cout, "width_growth": 1.0,
+            "stem_stride": 1, "strides": (stride,), "kernel_sizes": (kernel,), "num_classes": 10,
+            "width_cap": max(cout, MIN_WIDTH)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Building
 
@@ -488,6 +546,33 @@ def _build_eltwise_probe(keras: Any, spec: ArchSpec) -> Any:
     return _classifier_2d(keras, builder(keras.layers, inputs, spec), spec, inputs)
 
 
+_RESAMPLE_BUILDERS: dict[str, Callable[[Any, Any, ArchSpec], Any]] = {
+    "transpose_conv": lambda layers, x, spec: layers.Conv2DTranspose(
+        spec.base_width, spec.kernel_sizes[0], strides=spec.strides[0], padding="same", name="probe")(x),
+    "upsample": lambda layers, x, spec: layers.UpSampling2D(2, name="probe")(x),
+    "upsample_bilinear": lambda layers, x, spec: layers.UpSampling2D(2, interpolation="bilinear", name="probe")(x),
+    "grouped_conv": lambda layers, x, spec: layers.Conv2D(
+        spec.base_width, spec.kernel_sizes[0], strides=spec.strides[0], padding="same", groups=spec.groups or 1,
+        name="probe")(x),
+}
+RESAMPLE_OPS = tuple(_RESAMPLE_BUILDERS)
+
+
+def _build_resample_probe(keras: Any, spec: ArchSpec) -> Any:
+    inputs = _image_input(keras, spec)
+    builder = _RESAMPLE_BUILDERS.get(spec.op or "")
+    if builder is None:
+        raise OptionError(f"unknown resampling probe op {spec.op!r} (valid: {', '.join(RESAMPLE_OPS)})")
+    return _classifier_2d(keras, builder(keras.layers, inputs, spec), spec, inputs)
+
+
+def _build_conv1d_probe(keras: Any, spec: ArchSpec) -> Any:
+    inputs = keras.Input(shape=(spec.input_size, spec.input_channels), name="signal")
+    x = keras.layers.Conv1D(spec.base_width, spec.kernel_sizes[0], strides=spec.strides[0], padding="same",
+                            activation="relu", name="probe")(inputs)
+    return _classifier_1d(keras, x, spec, inputs)
+
+
 def _token_input(keras: Any, spec: ArchSpec, batch_size: int | None = None) -> tuple[Any, Any]:
     tokens = keras.Input(shape=(spec.input_size,), batch_size=batch_size, dtype="int32", name="tokens")
     return tokens, keras.layers.Embedding(spec.vocab_size, spec.embed_dim, name="embedding")(tokens)
@@ -615,6 +700,8 @@ BLOCKS: dict[str, BlockKind] = {
                   True),
         BlockKind("dense_kernel", "image", _sample_dense_probe, _build_dense_probe),
         BlockKind("eltwise_kernel", "image", _sample_eltwise_probe, _build_eltwise_probe, True),
+        BlockKind("resample_kernel", "image", _sample_resample_probe, _build_resample_probe, True),
+        BlockKind("conv1d_kernel", "audio", _sample_conv1d_probe, _build_conv1d_probe, True),
         BlockKind("lstm_kernel", "text", _sample_recurrent_probe, _build_recurrent_probe("LSTM")),
         BlockKind("gru_kernel", "text", _sample_recurrent_probe, _build_recurrent_probe("GRU")),
         BlockKind("attention_kernel", "text", _sample_attention_probe, _build_attention_probe),

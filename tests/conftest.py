@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,6 +18,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see measure/_tf.py
 os.environ["ADVISOR_CALIBRATIONS"] = tempfile.mkdtemp(prefix="advisor-test-calibrations-")
 # Nor read or fill the user's cache (profiles of model files, compiled bundle forests).
 os.environ["ADVISOR_CACHE"] = tempfile.mkdtemp(prefix="advisor-test-cache-")
+# Both are this run's own: gone when it ends (a run had left two folders in /tmp each time).
+for _scratch in (os.environ["ADVISOR_CALIBRATIONS"], os.environ["ADVISOR_CACHE"]):
+    atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = Path(os.environ.get("ADVISOR_DATA_ROOT", REPO.parent / "shared" / "datasets"))

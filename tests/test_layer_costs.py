@@ -42,18 +42,26 @@ def test_units_follow_the_feature_bookkeeping():
                      ((16, 16, 8),), (16, 16, 16), 3, 1, 1),
         LayerProfile("p", "GlobalAveragePooling2D", 0, 0, ((16, 16, 16),), (16,)),
         LayerProfile("odd", "SomeCustomLayer", 0, 0, ((16,),), (16,)),
+        LayerProfile("g", "Conv2D", 16 * 16 * 8 * 4 * 1, 8 * 4 + 8, ((16, 16, 16),), (16, 16, 8), 1, 1, 4),
+        LayerProfile("up", "UpSampling2D", 0, 0, ((16, 16, 8),), (32, 32, 8)),
+        LayerProfile("t", "Conv2DTranspose", 32 * 32 * 8 * 4 * 4, 8 * 4 * 4 + 4, ((32, 32, 8),), (64, 64, 4), 2, 2, 1),
     )
     profile = ModelProfile("m", "f", (32, 32, 3), "float32", 16, "image", layers)
     u = L.units(profile)
     # Free layers (batch norm, ReLU) are skipped; the separable convolution is two units; one invoke.
-    assert len(u) == 6
-    assert list(np.asarray(F.GROUPS)[u.group]) == ["conv", "depthwise", "conv", "other", "other", "other"]
-    assert u.invoke.tolist() == [False] * 5 + [True]
+    assert len(u) == 9
+    assert list(np.asarray(F.GROUPS)[u.group]) == ["conv", "depthwise", "conv", "other", "other", "conv", "other",
+                                                   "conv", "other"]
+    assert u.invoke.tolist() == [False] * 8 + [True]
     types = u.shape[:, len(F.GROUPS):len(F.GROUPS) + len(L.UNIT_TYPES)]
     assert types[4].sum() == 0  # a type without a column of its own
-    assert types[5, L.UNIT_TYPES.index("invoke")] == 1
+    assert types[8, L.UNIT_TYPES.index("invoke")] == 1
     assert types[2, L.UNIT_TYPES.index("pointwise")] == 1
-    assert L.unit_matrix(u, np.zeros(len(F.FEATURE_NAMES))).shape == (6, len(L.UNIT_FEATURES))
+    assert types[6, L.UNIT_TYPES.index("UpSampling2D")] == 1 and types[7, L.UNIT_TYPES.index("Conv2DTranspose")] == 1
+    # A convolution's groups (1 when ordinary); 0 for the depthwise half and layers without groups.
+    groups = u.shape[:, len(F.GROUPS) + len(L.UNIT_TYPES) + L._SHAPE_NAMES.index("groups")]
+    assert groups.tolist() == [1, 0, 0, 0, 0, 4, 0, 1, 0]
+    assert L.unit_matrix(u, np.zeros(len(F.FEATURE_NAMES))).shape == (9, len(L.UNIT_FEATURES))
 
 
 def test_prior_unit_costs_sum_to_the_linear_prior(synthetic):

@@ -67,6 +67,19 @@ def test_convolution_macs_match_hand_computed(conv_model):
     assert profile.num_classes == 6
 
 
+def test_upsampling_counts_its_interpolation_and_a_transposed_convolution_its_input_positions(keras):
+    layers = keras.layers
+    inp = keras.Input((6, 5, 4))
+    near = layers.UpSampling2D(2, name="near")(inp)  # 12x10x4: copies, no arithmetic
+    bilinear = layers.UpSampling2D(2, interpolation="bilinear", name="bilinear")(inp)  # 4 taps per output
+    x = layers.Concatenate(name="cat")([near, bilinear])
+    out = layers.Conv2DTranspose(3, 3, strides=2, padding="same", name="up")(x)  # 24x20x3 from 12x10x8
+    layers_ = by_name(profile_model(keras.Model(inp, out), model="decoder", family="user", domain="image"))
+    assert layers_["near"].macs == 0
+    assert layers_["bilinear"].macs == 12 * 10 * 4 * 4
+    assert layers_["up"].macs == 12 * 10 * 8 * 3 * 3 * 3 and layers_["up"].output_shape == (24, 20, 3)
+
+
 def test_sequence_macs_match_hand_computed(text_model):
     profile = profile_model(text_model, model="text", family="user", domain="text")
     layers = by_name(profile)

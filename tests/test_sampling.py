@@ -180,8 +180,8 @@ def test_resolve_sampled_gives_a_resolved_model(keras):
 
 def test_kernel_probes_are_one_layer_and_not_part_of_all():
     assert set(KERNEL_BLOCKS) == {"conv_kernel", "depthwise_kernel", "inner_depthwise_kernel", "dense_kernel",
-                                  "eltwise_kernel", "lstm_kernel", "gru_kernel", "attention_kernel",
-                                  "sequence_kernel"}
+                                  "eltwise_kernel", "resample_kernel", "conv1d_kernel", "lstm_kernel", "gru_kernel",
+                                  "attention_kernel", "sequence_kernel"}
     assert not set(KERNEL_BLOCKS) & set(SAMPLED_BLOCKS)
     for block in KERNEL_BLOCKS:
         specs = [sample_arch(block, seed) for seed in range(200)]
@@ -203,12 +203,24 @@ def test_kernel_probes_are_one_layer_and_not_part_of_all():
                 assert s.input_size * 4 * (s.embed_dim + s.widths[0]) * s.widths[0] <= 60_000_000 or s.widths[0] == 8
             if block == "attention_kernel":
                 assert s.base_width % s.heads == 0 and s.base_width // s.heads >= 8
+            if block == "conv1d_kernel":
+                macs = -(-s.input_size // s.strides[0]) * s.kernel_sizes[0] * s.input_channels * s.widths[0]
+                assert macs <= 150_000_000 or s.widths[0] <= 8, s
+            if block == "resample_kernel" and s.op.startswith("upsample"):  # 16 k to 2 M output elements
+                assert 16_384 <= 4 * s.input_size ** 2 * s.input_channels <= 2_000_000 or s.input_channels == 3, s
+            if block == "resample_kernel" and not s.op.startswith("upsample"):
+                positions = s.input_size ** 2 if s.op == "transpose_conv" else (-(-s.input_size // s.strides[0])) ** 2
+                macs = positions * s.kernel_sizes[0] ** 2 * s.input_channels // s.groups * s.widths[0]
+                assert macs <= 150_000_000 or s.widths[0] <= 8, s
+                assert s.input_channels % s.groups == 0 and s.widths[0] % s.groups == 0, s
+                assert (s.groups == 1) == (s.op == "transpose_conv"), s
     assert {parse_sampled_name(f"sampled:{b}:3")[0] for b in KERNEL_BLOCKS} == set(KERNEL_BLOCKS)
-    for block, ops in (("eltwise_kernel", sampling.ELTWISE_OPS), ("sequence_kernel", sampling.SEQUENCE_OPS)):
+    for block, ops in (("eltwise_kernel", sampling.ELTWISE_OPS), ("sequence_kernel", sampling.SEQUENCE_OPS),
+                       ("resample_kernel", sampling.RESAMPLE_OPS)):
         assert {sample_arch(block, seed).op for seed in range(200)} == set(ops)  # every op is drawn
 
 
-_ONE_LAYER_PROBES = ("conv_kernel", "depthwise_kernel", "dense_kernel")
+_ONE_LAYER_PROBES = ("conv_kernel", "depthwise_kernel", "dense_kernel", "conv1d_kernel")
 
 
 @pytest.mark.tf
@@ -237,6 +249,7 @@ def test_kernel_probes_build_convert_and_run(keras, block):
 
 _OP_PROBES = [("eltwise_kernel", op) for op in sampling.ELTWISE_OPS] + [
     ("sequence_kernel", op) for op in sampling.SEQUENCE_OPS] + [
+    ("resample_kernel", op) for op in sampling.RESAMPLE_OPS] + [
     ("lstm_kernel", "last"), ("gru_kernel", "sequence"), ("attention_kernel", None)]
 
 
@@ -255,4 +268,7 @@ def test_op_probes_build_convert_and_run(keras, block, op):
 def test_an_unknown_probe_op_is_refused(keras):
     spec = dataclasses.replace(sample_arch("eltwise_kernel", 0, TINY), op="fft")
     with pytest.raises(OptionError, match="unknown element-wise probe op 'fft'"):
+        sampling.build_arch(spec)
+    spec = dataclasses.replace(sample_arch("resample_kernel", 0, TINY), op="fft")
+    with pytest.raises(OptionError, match="unknown resampling probe op 'fft'"):
         sampling.build_arch(spec)
