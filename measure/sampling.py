@@ -538,12 +538,21 @@ _ELTWISE_BUILDERS: dict[str, Callable[[Any, Any, ArchSpec], Any]] = {
 ELTWISE_OPS = tuple(_ELTWISE_BUILDERS)
 
 
-def _build_eltwise_probe(keras: Any, spec: ArchSpec) -> Any:
-    inputs = _image_input(keras, spec)
-    builder = _ELTWISE_BUILDERS.get(spec.op or "")
-    if builder is None:
-        raise OptionError(f"unknown element-wise probe op {spec.op!r} (valid: {', '.join(ELTWISE_OPS)})")
-    return _classifier_2d(keras, builder(keras.layers, inputs, spec), spec, inputs)
+def _image_op_probe(builders: dict[str, Callable[[Any, Any, ArchSpec], Any]],
+                    what: str) -> Callable[[Any, ArchSpec], Any]:
+    """A builder of probes that run one of `builders`' ops (the spec's `op`) on an image input."""
+
+    def build(keras: Any, spec: ArchSpec) -> Any:
+        inputs = _image_input(keras, spec)
+        builder = builders.get(spec.op or "")
+        if builder is None:
+            raise OptionError(f"unknown {what} probe op {spec.op!r} (valid: {', '.join(builders)})")
+        return _classifier_2d(keras, builder(keras.layers, inputs, spec), spec, inputs)
+
+    return build
+
+
+_build_eltwise_probe = _image_op_probe(_ELTWISE_BUILDERS, "element-wise")
 
 
 _RESAMPLE_BUILDERS: dict[str, Callable[[Any, Any, ArchSpec], Any]] = {
@@ -558,12 +567,7 @@ _RESAMPLE_BUILDERS: dict[str, Callable[[Any, Any, ArchSpec], Any]] = {
 RESAMPLE_OPS = tuple(_RESAMPLE_BUILDERS)
 
 
-def _build_resample_probe(keras: Any, spec: ArchSpec) -> Any:
-    inputs = _image_input(keras, spec)
-    builder = _RESAMPLE_BUILDERS.get(spec.op or "")
-    if builder is None:
-        raise OptionError(f"unknown resampling probe op {spec.op!r} (valid: {', '.join(RESAMPLE_OPS)})")
-    return _classifier_2d(keras, builder(keras.layers, inputs, spec), spec, inputs)
+_build_resample_probe = _image_op_probe(_RESAMPLE_BUILDERS, "resampling")
 
 
 def _build_conv1d_probe(keras: Any, spec: ArchSpec) -> Any:
