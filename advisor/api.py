@@ -218,6 +218,7 @@ class Advisor:
         family_rows = int((summary.get("families") or {}).get(profile.family, 0))
         explanation = _explain(verdict, specs, pred, constraints, best) + list(verdict["explanation"])
         from advisor.calibration import device_notes
+        from advisor.coverage import notes as coverage_notes
 
         calibration, calibration_note = self.calibration(fp, threads)
         explanation += device_notes(device_note, calibration, calibration_note)
@@ -226,7 +227,7 @@ class Advisor:
         if family_rows == 0:
             explanation.append(f"warning: no measured rows of the {profile.family} family: the prediction "
                                "extrapolates from other architectures")
-        explanation += self._coverage_lines(profile)
+        explanation += coverage_notes(profile, predictor)
         if "accuracy_delta_pp" not in pred:
             explanation.append("warning: no accuracy model: accuracy changes are unknown")
         elif not np.isfinite(pred["accuracy_delta_pp"][best]).all():
@@ -266,6 +267,7 @@ class Advisor:
             SpecError: a malformed technique; and what `recommend` raises for bad input.
         """
         from advisor.calibration import device_notes
+        from advisor.coverage import notes as coverage_notes
         from advisor.techniques import Pipeline
 
         spec = Pipeline.parse(technique).spec
@@ -278,17 +280,10 @@ class Advisor:
             model=profile.model, device=device, constraints=constraints, decision="keep" if keep else "compress",
             technique=None if keep else spec, predicted=_bands(pred, 0), baseline=_bands(pred, 1), alternatives=[],
             pareto=[],
-            explanation=device_notes(device_note, calibration, calibration_note) + self._coverage_lines(profile),
+            explanation=device_notes(device_note, calibration, calibration_note)
+            + coverage_notes(profile, self.bundle.predictor),
             predictor={"version": self.bundle.version, "rows_device": _device_rows(self.bundle.predictor, device, fp),
                        "candidates": 2})
-
-    def _coverage_lines(self, profile) -> list[str]:
-        """The warning for layers outside what the bundle's training data timed (`advisor.coverage`)."""
-        from advisor.coverage import outside, warning
-
-        summary = getattr(self.bundle.predictor, "data_summary_", {}) or {}
-        line = warning(outside(profile, summary.get("layer_types")))
-        return [line] if line else []
 
 
 def _bands(pred: dict[str, np.ndarray], i: int) -> dict[str, dict[str, float] | None]:

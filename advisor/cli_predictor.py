@@ -201,10 +201,9 @@ def predict(
            "bundle": {"path": str(loaded.path), "version": loaded.version},
            "prediction": view(0), "baseline": view(1), "unavailable": loaded.predictor.unavailable_,
            "notes": device_notes(note, calibration, calibration_note)}
-    from advisor.coverage import outside, warning
+    from advisor.coverage import notes as coverage_notes
 
-    coverage = warning(outside(profile, (loaded.predictor.data_summary_ or {}).get("layer_types")))
-    out["notes"] += [coverage] if coverage else []
+    out["notes"] += coverage_notes(profile, loaded.predictor)
     if as_json:
         _emit(out)
         return

@@ -84,6 +84,14 @@ def outside(profile: ModelProfile, coverage: Mapping[str, Mapping[str, Any]] | N
     return found
 
 
+def notes(profile: ModelProfile, predictor: Any) -> list[str]:
+    """The answer's line for `profile` against what `predictor`'s training data timed (the
+    coverage its data summary records), as a list: empty when nothing lies outside."""
+    summary = getattr(predictor, "data_summary_", None) or {}
+    line = warning(outside(profile, summary.get("layer_types")))
+    return [line] if line else []
+
+
 def warning(found: list[Outside], shown: int = 3) -> str | None:
     """One explanation line for the layers `outside` found (None when there are none)."""
     if not found:

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                                store=work / "store", threads=1, input_size=None)
                 measured = result["measured"].get("latency_ms")
             except Exception as exc:  # a conversion the converter refuses: recorded, the run goes on
-                measured, band = None, band
+                measured = None
                 print(f"{name} {technique}: not measured ({str(exc).splitlines()[0][:120]})", file=sys.stderr)
             rows.append({"network": name, "what": what, "technique": technique, "warned": warned,
                          "p10": band["p10"], "p50": band["p50"], "p90": band["p90"], "measured": measured})
@@ -133,12 +133,10 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         m = r["measured"]
-        ratio = f"{m / r['p50']:.2f}" if m else "-"
+        measured = (f"{m:.4g} | {m / r['p50']:.2f} | {'yes' if r['p10'] <= m <= r['p90'] else 'no'}" if m
+                    else "not measured | - | -")
         lines.append(f"| {r['network']} | {r['what']} | {r['technique']} | {r['p10']:.4g} | {r['p50']:.4g} | "
-                     f"{r['p90']:.4g} | {m:.4g} | {ratio} | {'yes' if r['p10'] <= m <= r['p90'] else 'no'} | "
-                     f"{'yes' if r['warned'] else 'no'} |" if m else
-                     f"| {r['network']} | {r['what']} | {r['technique']} | {r['p10']:.4g} | {r['p50']:.4g} | "
-                     f"{r['p90']:.4g} | not measured | - | - | {'yes' if r['warned'] else 'no'} |")
+                     f"{r['p90']:.4g} | {measured} | {'yes' if r['warned'] else 'no'} |")
     lines += ["", f"Within ±10%: {sum(within)} of {len(ok)}; inside p10–p90: {sum(inside)} of {len(ok)}; "
               f"answers that warned: {sum(r['warned'] for r in rows)} of {len(rows)}.", ""]
     publish("\n".join(lines), Path(args.out).with_suffix(".md"))
