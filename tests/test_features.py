@@ -175,6 +175,12 @@ def test_quantization_channels_and_biases_follow_what_the_converter_stores():
         LayerProfile("fc2", "Dense", 32 * 100, 32 * 100 + 100, ((32,),), (100,)),
     ))
     assert F.profile_features(big)["channels_dynamic"] == 32 + 100
+    # A kernel of exactly 1,024 weights without a bias (a batch norm follows it) is scaled too.
+    no_bias = ModelProfile("nb", "nbs", (64,), "float32", 16, "image", (
+        LayerProfile("fc", "Dense", 64 * 16, 64 * 16, ((64,),), (16,)),
+        LayerProfile("bn", "BatchNormalization", 0, 64, ((16,),), (16,)),
+    ))
+    assert F.profile_features(no_bias)["channels_dynamic"] == 16
     dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
     X = F.feature_matrix(tiny(), ["none", "ptq-int8", "prune:0.5", "distill:0.5"], dev)
     bias = X[:, F.INDEX["channels_bias"]]
@@ -296,6 +302,24 @@ def test_sparse_index_bytes_follow_the_converters_encoding():
     assert X[1, F.INDEX["param_bytes"]] == pytest.approx(kernel + 400)  # int8 files stay dense-encoded
 
 
+def test_a_layerwise_prune_counts_index_bytes_at_each_layers_own_sparsity():
+    """Layers pruned to different sparsities store their index and segment arrays at their own kept
+    share, not at the network's average."""
+    big = ModelProfile("two", "twos", (2048,), "float32", 10, "other", (
+        LayerProfile("fc1", "Dense", 2048 * 2048, 2048 * 2048 + 2048, ((2048,),), (2048,)),  # 2^22 MACs: large
+        LayerProfile("fc2", "Dense", 2048 * 10, 2048 * 10 + 10, ((2048,),), (10,)),
+    ))
+    dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
+    X = F.feature_matrix(big, ["prune:0.9@large+prune:0.5", "prune:0.5"], dev)
+    k1, k2 = 2048 * 2048, 2048 * 10
+    # 2-byte indices (2,048 input channels); segments: one per row plus one, 4 bytes past 65,535 non-zeros
+    index = 0.1 * k1 * 2 + 2049 * 4 + 0.5 * k2 * 2 + 11 * 2
+    assert X[0, F.INDEX["prune_index_bytes"]] == pytest.approx(index)
+    values = 4 * (0.1 * k1 + 0.5 * k2 + 2048 + 10)
+    assert X[0, F.INDEX["param_bytes"]] == pytest.approx(values + index)
+    assert X[1, F.INDEX["prune_index_bytes"]] == 0  # one sparsity everywhere: the tabulated shares
+
+
 def test_sparse_index_bytes_match_a_real_conversion(tf, keras):
     """The index and segment bytes the features count are what the TFLite converter adds for a
     pruned kernel (beyond its non-zero values and a fixed cost per tensor), across index widths."""
@@ -333,8 +357,8 @@ def test_sparse_index_bytes_match_a_real_conversion(tf, keras):
 
 def test_a_built_networks_float_file_is_estimated_from_the_originals():
     """A structural plan's network was never converted: its float file is estimated from the
-    original's bytes per tensor beyond the weights (trained originals only; a random-weight file
-    drops the biases the built network stores)."""
+    original's bytes per tensor beyond its weights and folded biases; from a random-weight file
+    (which stores no zero bias) the built, trained network adds a bias per weighted layer."""
     from dataclasses import replace
 
     dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
@@ -343,13 +367,33 @@ def test_a_built_networks_float_file_is_estimated_from_the_originals():
     ff = X[:, F.INDEX["float_file_bytes"]]
     assert ff[0] == 9000
     weights = X[:, F.INDEX["params"]] - X[:, F.INDEX["params_folded"]]
+    biases = X[:, F.INDEX["params_folded"]] / 4  # the one batch norm's channels
+    assert biases[0] == 8
     tensors = X[:, F.INDEX["tflite_tensors"]]
-    excess = (9000 - 4 * weights[0]) / tensors[0]
-    assert ff[1] == pytest.approx(4 * weights[1] + excess * tensors[1]) and ff[1] < 9000
-    assert ff[2] == ff[1] and X[1, F.INDEX["float_file_excess"]] == pytest.approx(excess)
+    excess = (9000 - 4 * (weights[0] + biases[0])) / tensors[0]
+    assert ff[1] == pytest.approx(4 * (weights[1] + biases[1]) + excess * tensors[1]) and ff[1] < 9000
+    assert ff[2] == ff[1] and (X[1:, F.INDEX["float_file_random"]] == 0).all()
     random = F.feature_matrix(replace(trained, tflite_weights="random"), ["none", "distill:0.5"], dev)
-    assert random[0, F.INDEX["float_file_bytes"]] == 9000 and np.isnan(random[1, F.INDEX["float_file_bytes"]])
+    ff = random[:, F.INDEX["float_file_bytes"]]
+    excess = (9000 - 4 * weights[0]) / tensors[0]
+    added = random[1, F.INDEX["n_weighted"]]
+    assert ff[0] == 9000 and added > 0
+    assert ff[1] == pytest.approx(4 * (weights[1] + random[1, F.INDEX["channels_weighted"]])
+                                  + excess * (tensors[1] + added))
+    assert random[1, F.INDEX["float_file_random"]] == 0  # the estimate is of a file with its biases
 
+
+def test_a_layer_without_bias_converts_without_a_bias_tensor():
+    """The first half of a factorised layer has no bias and no batch norm after it: one tensor
+    fewer than a layer with a bias; a bias-free convolution a batch norm folds into gets one."""
+    from dataclasses import replace
+
+    p = tiny()
+    base = F.profile_features(p)["tflite_tensors"]
+    no_bias = replace(p.layers[4], params=8 * 16)  # pw without its 16 biases, before the separable
+    assert F.profile_features(replace(p, layers=(*p.layers[:4], no_bias, *p.layers[5:])))["tflite_tensors"] == base - 1
+    c1 = replace(p.layers[0], params=3 * 9 * 8)  # c1 without bias, but the batch norm folds into it
+    assert F.profile_features(replace(p, layers=(c1, *p.layers[1:])))["tflite_tensors"] == base
 
 
 def test_a_layerwise_qat_counts_the_operators_it_adds():
@@ -361,7 +405,22 @@ def test_a_layerwise_qat_counts_the_operators_it_adds():
     X = F.feature_matrix(p, ["qat-int8@conv", "qat-int8", "prune:0.5@conv"], dev)
     taken = F.layerwise_features(p, Pipeline.parse("qat-int8@conv"))
     assert taken["qat_split_layers"] >= 2 and taken["qat_unfolded_bn"] == 1 and taken["qat_bn_params"] == 32
+    # Only the layers taken carry quantization parameters: the dense classifier is not among them.
+    assert 2 <= taken["qat_weighted"] < X[0, F.INDEX["n_weighted"]] and taken["qat_channels_dense"] == 0
+    assert 0 < taken["qat_channels"] < X[0, F.INDEX["channels_weighted"]]
     assert X[0, F.INDEX["plan_tensors"]] == 2 * taken["qat_split_layers"] + 4
     assert (X[1:, F.INDEX["plan_tensors"]] == 0).all() and X[1, F.INDEX["qat_unfolded_bn"]] == 0
     whole = F.feature_matrix(p, ["qat-int8"], dev)[0, F.INDEX["param_bytes"]]
     assert X[0, F.INDEX["param_bytes"]] > whole  # the unfolded norm's constants and the float layers
+
+
+def test_the_accuracy_features_leave_out_the_files_bookkeeping():
+    """A layer-wise plan's byte and channel counts scale with the network, not with what the
+    technique does to it: the accuracy change (technique features only) does not read them."""
+    dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
+    X = F.feature_matrix(tiny(), ["qat-int8@conv", "prune:0.9@conv+prune:0.5"], dev)
+    names = ("prune_index_bytes", "qat_weighted", "qat_channels")
+    assert all(X[:, F.INDEX[n]].max() > 0 for n in names)
+    kept = F.technique_only(X)
+    assert all((kept[:, F.INDEX[n]] == 0).all() for n in names)
+    assert (kept[:, F.INDEX["qat_split_layers"]] == X[:, F.INDEX["qat_split_layers"]]).all()
