@@ -281,15 +281,21 @@ def _kernel_params(layer: LayerProfile) -> float:
         return float(min(cin * cout, layer.params))
     if layer.type not in SPARSE_STORED_LAYERS or not layer.output_elements:
         return 0.0
+    return _macs_kernel(layer, cout)
+
+
+def _macs_kernel(layer: LayerProfile, cout: float) -> float:
+    """A convolution or dense layer's kernel weights from its work: MACs per output position times
+    the output channels (at most its parameters), so with or without a bias."""
     return float(min(layer.macs * cout / layer.output_elements, layer.params))
 
 
 def _kernel_elements(layer: LayerProfile, cout: float) -> float:
-    """The elements of a layer's weight kernel, its bias excluded: MACs per output position for a
+    """The elements of a layer's weight kernel, its bias excluded: `_macs_kernel` for a
     convolution or dense layer (which may have no bias: a batch norm follows it), the parameters
     less one bias per output channel elsewhere."""
     if LAYER_GROUPS.get(layer.type) in ("conv", "depthwise", "dense") and layer.output_elements and cout:
-        return min(float(layer.macs) * cout / layer.output_elements, float(layer.params))
+        return _macs_kernel(layer, cout)
     return float(layer.params) - cout
 
 
@@ -309,18 +315,19 @@ def _index_width(largest: float) -> int:
     return 1 if largest < 256 else (2 if largest < 65536 else 4)
 
 
-def _sparse_index(layer: LayerProfile, kernel: float) -> tuple[float, tuple[float, ...]]:
+def _sparse_index(layer: LayerProfile, kernel: float,
+                  kept: Sequence[float] = SEGMENT_KEPT) -> tuple[float, tuple[float, ...]]:
     """What a sparse-encoded kernel of `kernel` weights adds beyond its non-zero values, as the
     TFLite converter stores it (measured: bench/sparse_storage.py; every dimension dense but the
     last, which is compressed-sparse-row): one index per non-zero, as wide as the input channels
     need (`_index_width(c_in - 1)`), and one segment entry per row of the other dimensions (output
     channels x kernel positions) plus one, as wide as the non-zero count needs. Returns (index
-    bytes at full density, segment bytes at each of `SEGMENT_KEPT`)."""
+    bytes at full density, segment bytes at each kept share of `kept`)."""
     cin = int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
     if cin <= 0:
-        return 0.0, (0.0,) * len(SEGMENT_KEPT)
+        return 0.0, (0.0,) * len(kept)
     rows = max(kernel / cin, 1.0) + 1.0
-    return kernel * _index_width(cin - 1), tuple(rows * _index_width(k * kernel) for k in SEGMENT_KEPT)
+    return kernel * _index_width(cin - 1), tuple(rows * _index_width(k * kernel) for k in kept)
 
 
 #: A separable convolution's second half (its 1x1 convolution), as a unit of its own.
@@ -597,11 +604,8 @@ def _prune_index_bytes(profile: ModelProfile, taken: Mapping[str, Any]) -> float
         if not kernel:
             continue
         kept = 1.0 - float(step.features().get("sparsity", 0.0))
-        full, _ = _sparse_index(layer, kernel)
-        if not full:
-            continue
-        cin = int(layer.input_shapes[0][-1])
-        total += kept * full + (max(kernel / cin, 1.0) + 1.0) * _index_width(kept * kernel)
+        full, (segments,) = _sparse_index(layer, kernel, (kept,))
+        total += kept * full + segments
     return total
 
 
