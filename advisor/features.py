@@ -81,6 +81,13 @@ LAYER_GROUPS: dict[str, str] = {
 
 #: A depthwise convolution followed by a pointwise one: its work is split between the two groups.
 SEPARABLE = frozenset({"SeparableConv1D", "SeparableConv2D"})
+#: Weighted layers whose weights the converter quantizes with one scale for the whole tensor, so
+#: whose channels carry no quantization parameters (measured, tf 2.21: a PReLU's alpha under
+#: full-integer int8; counting its channels, the size prior put such files at up to 2.4 times their size).
+PER_TENSOR_LAYERS = frozenset({"PReLU"})
+#: Weighted layers whose weights dynamic-range quantization leaves in float whatever their size
+#: (measured, tf 2.21: a PReLU's 1,024 alphas).
+DYNAMIC_FLOAT_LAYERS = frozenset({"PReLU"})
 
 #: Layers that cost nothing in a converted model: removed at inference (dropout, noise), folded
 #: into the preceding convolution (batch norm), fused into it (ReLU), or a view (reshape).
@@ -128,6 +135,8 @@ TFLITE_OPS: dict[str, tuple[int, int]] = {
     "Conv1D": (3, 6), "MaxPooling1D": (3, 4), "AveragePooling1D": (3, 4),
     # RESIZE_NEAREST_NEIGHBOR or RESIZE_BILINEAR, with its output size as a constant tensor.
     "UpSampling2D": (1, 2),
+    # A MUL and an ADD, each with its constant (measured: tf 2.21, Rescaling(1 / 127.5, offset=-1)).
+    "Rescaling": (2, 4),
 }
 #: Operators a dense layer over a sequence becomes with a dynamic batch: the converter computes
 #: the flattened shape (SHAPE, GATHER, REDUCE_PROD, CONCATENATION, PACK), reshapes, runs one
@@ -285,9 +294,13 @@ def _kernel_params(layer: LayerProfile) -> float:
 
 
 def _macs_kernel(layer: LayerProfile, cout: float) -> float:
-    """A convolution or dense layer's kernel weights from its work: MACs per output position times
-    the output channels (at most its parameters), so with or without a bias."""
-    return float(min(layer.macs * cout / layer.output_elements, layer.params))
+    """A convolution or dense layer's kernel weights from its work: its MACs per position (at most
+    its parameters), so with or without a bias. Positions are the output's, except for a
+    transposed convolution, whose MACs `measure.profiling` counts per input position."""
+    positions = layer.output_elements / cout
+    if layer.type.endswith("Transpose") and layer.input_shapes and layer.input_shapes[0]:
+        positions = float(math.prod(int(d) for d in layer.input_shapes[0][:-1]))
+    return float(min(layer.macs / positions, layer.params)) if positions else float(layer.params)
 
 
 def _kernel_elements(layer: LayerProfile, cout: float) -> float:
@@ -442,20 +455,32 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
             segment_bytes = [a + b for a, b in zip(segment_bytes, segments)]
         if layer.type in QAT_FLOAT_LAYERS:
             qat_float += layer.params
+        # A separable convolution's depthwise kernel: quantized (or not) on its own, with a channel
+        # per input channel.
+        dw_params = float(_separable_split(layer)[1]) if layer.type in SEPARABLE else 0.0
         if layer.type in FOLDED_LAYERS:
             folded += layer.params  # folded into the preceding convolution by the converter
-        elif 0 < layer.params < DYNAMIC_RANGE_MIN_ELEMENTS:
+        elif layer.type in SEPARABLE:
+            small += sum(p for p in (dw_params, layer.params - dw_params) if 0 < p < DYNAMIC_RANGE_MIN_ELEMENTS)
+        elif 0 < layer.params < DYNAMIC_RANGE_MIN_ELEMENTS or layer.type in DYNAMIC_FLOAT_LAYERS:
             small += layer.params
         if layer.params and layer.type not in FOLDED_LAYERS:
             # Weight tensors and their output channels: what per-tensor and per-channel
             # quantization parameters (scales, zero points) cost in the file.
             weighted += 2.0 if layer.type in SEPARABLE else 1.0
-            cout = float(layer.output_shape[-1]) if layer.output_shape else 0.0
+            cout = float(layer.output_shape[-1]) if layer.output_shape and layer.type not in PER_TENSOR_LAYERS else 0.0
             channels += cout
             # Quantization-aware training gives a dense kernel one scale, a convolution one per
             # channel; dynamic-range quantization scales only kernels of 1,024 weights or more.
             dense_channels += cout if LAYER_GROUPS.get(layer.type) == "dense" else 0.0
-            dynamic_channels += cout if _kernel_elements(layer, cout) >= DYNAMIC_RANGE_MIN_ELEMENTS else 0.0
+            if layer.type in SEPARABLE:
+                dw_channels = float(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0.0
+                channels += dw_channels
+                dynamic_channels += dw_channels if dw_params >= DYNAMIC_RANGE_MIN_ELEMENTS else 0.0
+                pw_kernel = _kernel_elements(layer, cout) - dw_params
+                dynamic_channels += cout if pw_kernel >= DYNAMIC_RANGE_MIN_ELEMENTS else 0.0
+            else:
+                dynamic_channels += cout if _kernel_elements(layer, cout) >= DYNAMIC_RANGE_MIN_ELEMENTS else 0.0
     for u in executed_units(profile):
         g = u.group
         peak = max(peak, u.written)

@@ -58,7 +58,8 @@ UNIT_TYPES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", F.POINTW
               "LSTM", "GRU", "MultiHeadAttention", "Embedding", "PositionEmbedding", "LayerNormalization",
               "Activation", "Add", "Multiply", "Concatenate", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
               "AveragePooling2D", "MaxPooling2D", "ZeroPadding2D", "TFOpLambda", "Softmax", "BatchNormalization",
-              "Conv2DTranspose", "UpSampling2D", "invoke")
+              "Conv2DTranspose", "UpSampling2D", "LeakyReLU", "PReLU", "ELU", "GlobalMaxPooling2D", "Rescaling",
+              "Subtract", "Maximum", "Cropping2D", "invoke")
 _TYPE_INDEX = {t: i for i, t in enumerate(UNIT_TYPES)}
 _SHAPE_NAMES = ("log_macs", "log_params", "log_written", "log_read", "kernel", "stride", "c_in", "c_out",
                 "log_positions", "macs_per_output", "groups")

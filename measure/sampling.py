@@ -374,6 +374,57 @@ def _sample_conv1d_probe(rng: random.Random, limits: SampleLimits) -> dict[str, 
             "width_cap": max(cout, MIN_WIDTH)}
 
 
+def _sample_activation_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    """An element-wise draw (16 k to 2 M elements) for one of `ACTIVATION_OPS`."""
+    drawn = _sample_eltwise_probe(rng, limits)
+    return {**drawn, "strides": (1,), "kernel_sizes": (1,), "op": rng.choice(ACTIVATION_OPS)}
+
+
+def _sample_separable_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    """One separable convolution (a depthwise and a 1x1 convolution); its input may have 3
+    channels (a network's first layer), its output at least 8."""
+    size = _pick(rng, _PROBE_SIZES, _PROBE_SIZE_WEIGHTS, limits.max_input_size)
+    kernel, stride = rng.choices((3, 5, 7), (6, 2, 1))[0], rng.choices((1, 2), (3, 1))[0] if size >= 8 else 1
+    widths = [c for c in _PROBE_CHANNELS if c <= limits.max_width * 4] or [8]
+    cin, cout = rng.choice(widths), rng.choice([c for c in widths if c >= MIN_WIDTH] or [MIN_WIDTH])
+    side = -(-size // stride)
+    while max(cin, cout) > MIN_WIDTH and side * side * cin * (kernel * kernel + cout) > _PROBE_MAC_BUDGET:
+        if cout >= cin:  # halve the wider side
+            cout //= 2
+        else:
+            cin //= 2
+    return {"input_size": size, "input_channels": cin, "depth": 1, "base_width": cout, "width_growth": 1.0,
+            "stem_stride": 1, "strides": (stride,), "kernel_sizes": (kernel,), "num_classes": 10,
+            "width_cap": max(cout, MIN_WIDTH)}
+
+
+#: Grouped-convolution probes: ResNeXt (32 groups of 4 channels), RegNet (groups of 8 to 64) and
+#: ShuffleNet (1x1 convolutions in 2 to 8 groups). The resampling probes drew few such layers
+#: (widths must divide by the groups: 3 of 120 had 16 or more).
+_GROUP_COUNTS = (2, 4, 8, 16, 32, 64)
+_GROUP_WIDTHS = (2, 4, 8, 16, 32, 64)
+
+
+def _sample_grouped_probe(rng: random.Random, limits: SampleLimits) -> dict[str, Any]:
+    """One grouped convolution: groups, and channels per group in and out, drawn on their own."""
+    size = _pick(rng, _PROBE_SIZES, _PROBE_SIZE_WEIGHTS, limits.max_input_size)
+    groups = rng.choice(_GROUP_COUNTS)
+    width_in, width_out = rng.choice(_GROUP_WIDTHS), rng.choice(_GROUP_WIDTHS)
+    kernel, stride = rng.choices((1, 3), (1, 3))[0], rng.choices((1, 2), (3, 1))[0] if size >= 8 else 1
+    side = -(-size // stride)
+    while max(width_in, width_out) > 2 and (groups * max(width_in, width_out) > max(limits.max_width * 4, 16)
+                                            or side * side * kernel * kernel * groups * width_in * width_out
+                                            > _PROBE_MAC_BUDGET):
+        if width_out >= width_in:
+            width_out //= 2
+        else:
+            width_in //= 2
+    return {"input_size": size, "input_channels": groups * width_in, "depth": 1,
+            "base_width": max(groups * width_out, MIN_WIDTH), "width_growth": 1.0, "stem_stride": 1,
+            "strides": (stride,), "kernel_sizes": (kernel,), "groups": groups, "num_classes": 10,
+            "width_cap": max(groups * width_out, MIN_WIDTH), "op": "grouped_conv"}
+
+
 # ---------------------------------------------------------------------------------------------
 # Building
 
@@ -570,6 +621,33 @@ RESAMPLE_OPS = tuple(_RESAMPLE_BUILDERS)
 _build_resample_probe = _image_op_probe(_RESAMPLE_BUILDERS, "resampling")
 
 
+#: Activation, pooling, arithmetic and cropping layers that user networks hold and no sampled or
+#: zoo network does (TFLite: LEAKY_RELU, PRELU, ELU, SOFTMAX, REDUCE_MAX, MUL and ADD, SUB,
+#: MAXIMUM, STRIDED_SLICE). The second operand of the two-input ops is the input plus a constant,
+#: so that the converter cannot fold x - x away.
+_ACTIVATION_BUILDERS: dict[str, Callable[[Any, Any, ArchSpec], Any]] = {
+    "leaky_relu": lambda layers, x, spec: layers.LeakyReLU(0.1, name="probe")(x),
+    "prelu": lambda layers, x, spec: layers.PReLU(shared_axes=[1, 2], name="probe")(x),
+    "elu": lambda layers, x, spec: layers.ELU(name="probe")(x),
+    "softmax": lambda layers, x, spec: layers.Softmax(name="probe")(x),
+    "global_max_pool": lambda layers, x, spec: layers.GlobalMaxPooling2D(keepdims=True, name="probe")(x),
+    "rescaling": lambda layers, x, spec: layers.Rescaling(1.0 / 127.5, offset=-1.0, name="probe")(x),
+    "subtract": lambda layers, x, spec: layers.Subtract(name="probe")([x, x + 1.0]),
+    "maximum": lambda layers, x, spec: layers.Maximum(name="probe")([x, x + 1.0]),
+    "cropping": lambda layers, x, spec: layers.Cropping2D(1, name="probe")(x),
+}
+ACTIVATION_OPS = tuple(_ACTIVATION_BUILDERS)
+
+_build_activation_probe = _image_op_probe(_ACTIVATION_BUILDERS, "activation")
+
+
+def _build_separable_probe(keras: Any, spec: ArchSpec) -> Any:
+    inputs = _image_input(keras, spec)
+    x = keras.layers.SeparableConv2D(spec.base_width, spec.kernel_sizes[0], strides=spec.strides[0], padding="same",
+                                     activation="relu", name="probe")(inputs)
+    return _classifier_2d(keras, x, spec, inputs)
+
+
 def _build_conv1d_probe(keras: Any, spec: ArchSpec) -> Any:
     inputs = keras.Input(shape=(spec.input_size, spec.input_channels), name="signal")
     x = keras.layers.Conv1D(spec.base_width, spec.kernel_sizes[0], strides=spec.strides[0], padding="same",
@@ -706,6 +784,9 @@ BLOCKS: dict[str, BlockKind] = {
         BlockKind("eltwise_kernel", "image", _sample_eltwise_probe, _build_eltwise_probe, True),
         BlockKind("resample_kernel", "image", _sample_resample_probe, _build_resample_probe, True),
         BlockKind("conv1d_kernel", "audio", _sample_conv1d_probe, _build_conv1d_probe, True),
+        BlockKind("activation_kernel", "image", _sample_activation_probe, _build_activation_probe, True),
+        BlockKind("separable_kernel", "image", _sample_separable_probe, _build_separable_probe, True),
+        BlockKind("grouped_kernel", "image", _sample_grouped_probe, _build_resample_probe, True),
         BlockKind("lstm_kernel", "text", _sample_recurrent_probe, _build_recurrent_probe("LSTM")),
         BlockKind("gru_kernel", "text", _sample_recurrent_probe, _build_recurrent_probe("GRU")),
         BlockKind("attention_kernel", "text", _sample_attention_probe, _build_attention_probe),

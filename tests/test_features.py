@@ -167,7 +167,7 @@ def test_quantization_channels_and_biases_follow_what_the_converter_stores():
     network that nothing trained has zero biases (shared or dropped in the file), a fine-tuned
     one has real ones; the size boosters read no device or MAC column."""
     feats = F.profile_features(tiny())
-    assert feats["channels_weighted"] == 8 + 8 + 16 + 16 + 10
+    assert feats["channels_weighted"] == 8 + 8 + 16 + (16 + 16) + 10  # the separable's depthwise half too
     assert feats["channels_dense"] == 10
     assert feats["channels_dynamic"] == 0  # every kernel of tiny() is under 1,024 weights
     big = ModelProfile("big", "bigs", (64,), "float32", 100, "image", (
@@ -181,8 +181,32 @@ def test_quantization_channels_and_biases_follow_what_the_converter_stores():
         LayerProfile("bn", "BatchNormalization", 0, 64, ((16,),), (16,)),
     ))
     assert F.profile_features(no_bias)["channels_dynamic"] == 16
+    # A transposed convolution's MACs are per input position: its 3x3x16x16 kernel (2,304 weights,
+    # stride 2) is scaled, though MACs per output position would make it a quarter of that.
+    up = ModelProfile("up", "ups", (8, 8, 16), "float32", 16, "image", (
+        LayerProfile("up", "Conv2DTranspose", 8 * 8 * 9 * 16 * 16, 9 * 16 * 16 + 16, ((8, 8, 16),), (16, 16, 16),
+                     3, 2, 1),
+    ))
+    assert F.profile_features(up)["channels_dynamic"] == 16
+    # A PReLU's alphas take one scale under int8 and stay float under dynamic range, however many.
+    prelu = ModelProfile("pr", "prs", (8, 8, 2048), "float32", 10, "image", (
+        LayerProfile("a", "PReLU", 0, 2048, ((8, 8, 2048),), (8, 8, 2048)),
+    ))
+    feats_p = F.profile_features(prelu)
+    assert (feats_p["n_weighted"], feats_p["channels_weighted"], feats_p["channels_dynamic"]) == (1, 0, 0)
+    assert feats_p["params_small"] == 2048
+    # A separable convolution's two kernels are quantized (or left float) each on its own: here a
+    # 576-weight depthwise and a 1,024-weight pointwise kernel.
+    sep = ModelProfile("sp", "sps", (8, 8, 64), "float32", 10, "image", (
+        LayerProfile("s", "SeparableConv2D", 8 * 8 * 64 * (9 + 16), 64 * 9 + 64 * 16 + 16, ((8, 8, 64),), (8, 8, 16),
+                     3, 1, 64),
+    ))
+    feats_s = F.profile_features(sep)
+    assert feats_s["channels_weighted"] == 64 + 16 and feats_s["channels_dynamic"] == 16
+    assert feats_s["params_small"] == 64 * 9
     dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
     X = F.feature_matrix(tiny(), ["none", "ptq-int8", "prune:0.5", "distill:0.5"], dev)
+
     bias = X[:, F.INDEX["channels_bias"]]
     assert (bias[:2] == feats["channels_weighted"]).all()  # a prediction is for a trained network
     X[:, F.INDEX["weights_random"]] = 1.0

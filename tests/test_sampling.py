@@ -181,7 +181,8 @@ def test_resolve_sampled_gives_a_resolved_model(keras):
 def test_kernel_probes_are_one_layer_and_not_part_of_all():
     assert set(KERNEL_BLOCKS) == {"conv_kernel", "depthwise_kernel", "inner_depthwise_kernel", "dense_kernel",
                                   "eltwise_kernel", "resample_kernel", "conv1d_kernel", "lstm_kernel", "gru_kernel",
-                                  "attention_kernel", "sequence_kernel"}
+                                  "attention_kernel", "sequence_kernel", "activation_kernel", "separable_kernel",
+                                  "grouped_kernel"}
     assert not set(KERNEL_BLOCKS) & set(SAMPLED_BLOCKS)
     for block in KERNEL_BLOCKS:
         specs = [sample_arch(block, seed) for seed in range(200)]
@@ -197,7 +198,16 @@ def test_kernel_probes_are_one_layer_and_not_part_of_all():
             if block == "inner_depthwise_kernel":  # the two 1x1 convolutions around it stay within the budget too
                 side = -(-s.input_size // s.strides[0])
                 assert (s.input_size ** 2 + side * side) * s.widths[0] ** 2 <= 150_000_000 or s.widths[0] <= 8, s
-            if block == "eltwise_kernel":  # big enough to time more than the invoke, small enough to be quick
+            if block == "separable_kernel":  # depthwise and pointwise MACs within the budget; 8 outputs at least
+                side = -(-s.input_size // s.strides[0])
+                macs = side * side * s.input_channels * (s.kernel_sizes[0] ** 2 + s.base_width)
+                assert (macs <= 150_000_000 or max(s.input_channels, s.base_width) <= 8) and s.base_width >= 8, s
+            if block == "grouped_kernel":  # channels divide by the groups, MACs within the budget
+                side = -(-s.input_size // s.strides[0])
+                macs = side * side * s.kernel_sizes[0] ** 2 * s.input_channels // s.groups * s.base_width
+                assert s.input_channels % s.groups == 0 and s.base_width % s.groups == 0 and s.groups >= 2, s
+                assert macs <= 150_000_000 and s.op == "grouped_conv", s
+            if block in ("eltwise_kernel", "activation_kernel"):  # more than the invoke's time, yet quick
                 assert 16_384 <= s.input_size ** 2 * s.input_channels <= 2_000_000, s
             if block in ("lstm_kernel", "gru_kernel"):
                 assert s.input_size * 4 * (s.embed_dim + s.widths[0]) * s.widths[0] <= 60_000_000 or s.widths[0] == 8
@@ -216,11 +226,11 @@ def test_kernel_probes_are_one_layer_and_not_part_of_all():
                 assert (s.groups == 1) == (s.op == "transpose_conv"), s
     assert {parse_sampled_name(f"sampled:{b}:3")[0] for b in KERNEL_BLOCKS} == set(KERNEL_BLOCKS)
     for block, ops in (("eltwise_kernel", sampling.ELTWISE_OPS), ("sequence_kernel", sampling.SEQUENCE_OPS),
-                       ("resample_kernel", sampling.RESAMPLE_OPS)):
+                       ("resample_kernel", sampling.RESAMPLE_OPS), ("activation_kernel", sampling.ACTIVATION_OPS)):
         assert {sample_arch(block, seed).op for seed in range(200)} == set(ops)  # every op is drawn
 
 
-_ONE_LAYER_PROBES = ("conv_kernel", "depthwise_kernel", "dense_kernel", "conv1d_kernel")
+_ONE_LAYER_PROBES = ("conv_kernel", "depthwise_kernel", "dense_kernel", "conv1d_kernel", "separable_kernel")
 
 
 @pytest.mark.tf
@@ -250,6 +260,8 @@ def test_kernel_probes_build_convert_and_run(keras, block):
 _OP_PROBES = [("eltwise_kernel", op) for op in sampling.ELTWISE_OPS] + [
     ("sequence_kernel", op) for op in sampling.SEQUENCE_OPS] + [
     ("resample_kernel", op) for op in sampling.RESAMPLE_OPS] + [
+    ("activation_kernel", op) for op in sampling.ACTIVATION_OPS] + [
+    ("grouped_kernel", "grouped_conv")] + [
     ("lstm_kernel", "last"), ("gru_kernel", "sequence"), ("attention_kernel", None)]
 
 
