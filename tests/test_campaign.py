@@ -20,7 +20,7 @@ from measure import zoo
 from measure.campaign import CampaignProgress, Config, Plan, config_key, load_plan, run_campaign
 from measure.devices import LocalDevice
 from measure.runner import MeasureSettings
-from measure.sampling import SAMPLED_BLOCKS
+from measure.sampling import KERNEL_BLOCKS, SAMPLED_BLOCKS
 
 REPO = Path(__file__).resolve().parent.parent
 PLANS = REPO / "plans"
@@ -131,9 +131,8 @@ def test_shipped_plans_load_and_cover_what_they_promise():
     assert any(Pipeline.parse(c.technique).is_layerwise for c in structural.configs)
     adapt = load_plan(PLANS / "adapt-device.toml")  # a probe of every kind the per-layer model has
     kinds = {c.model.split(":")[1] for c in adapt.configs}
-    assert kinds == {"conv_kernel", "depthwise_kernel", "dense_kernel", "eltwise_kernel", "lstm_kernel",
-                     "gru_kernel", "attention_kernel", "sequence_kernel"}
-    assert len(adapt) == 568 and not any(c.model.startswith("sampled:gru_kernel") and c.technique == "ptq-int8"
+    assert kinds == set(KERNEL_BLOCKS) - {"inner_depthwise_kernel"}  # (a depthwise probe between two 1x1s)
+    assert len(adapt) == 800 and not any(c.model.startswith("sampled:gru_kernel") and c.technique == "ptq-int8"
                                          for c in adapt.configs)  # the converter crashes on int8 GRU
 
 
