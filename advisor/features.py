@@ -312,6 +312,20 @@ def _kernel_elements(layer: LayerProfile, cout: float) -> float:
     return float(layer.params) - cout
 
 
+def _quantized_kernels(layer: LayerProfile) -> tuple[tuple[float, float], ...]:
+    """(weights, channels with quantization parameters) of each kernel of a weighted layer the
+    converter quantizes: a separable convolution has two (the depthwise kernel, a channel per input
+    channel, and the pointwise one), a `PER_TENSOR_LAYERS` layer one without per-channel
+    parameters, any other layer one with a channel per output channel."""
+    cout = float(layer.output_shape[-1]) if layer.output_shape else 0.0
+    if layer.type in SEPARABLE:
+        cin = float(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0.0
+        return (float(_separable_split(layer)[1]), cin), (_kernel_params(layer), cout)
+    if layer.type in PER_TENSOR_LAYERS:
+        return ((float(layer.params), 0.0),)
+    return ((_kernel_elements(layer, cout), cout),)
+
+
 def _no_bias_tensor(layer: LayerProfile, following: tuple[LayerProfile, bool] | None) -> int:
     """1 where a convolution or dense layer has no bias and no batch norm folds into it (the first
     half of a factorised layer, `measure.rebuild`): its converted operator has no bias tensor,
@@ -455,12 +469,10 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
             segment_bytes = [a + b for a, b in zip(segment_bytes, segments)]
         if layer.type in QAT_FLOAT_LAYERS:
             qat_float += layer.params
-        # A separable convolution's depthwise kernel: quantized (or not) on its own, with a channel
-        # per input channel.
-        dw_params = float(_separable_split(layer)[1]) if layer.type in SEPARABLE else 0.0
         if layer.type in FOLDED_LAYERS:
             folded += layer.params  # folded into the preceding convolution by the converter
-        elif layer.type in SEPARABLE:
+        elif layer.type in SEPARABLE:  # its depthwise kernel stays float or not on its own
+            dw_params = float(_separable_split(layer)[1])
             small += sum(p for p in (dw_params, layer.params - dw_params) if 0 < p < DYNAMIC_RANGE_MIN_ELEMENTS)
         elif 0 < layer.params < DYNAMIC_RANGE_MIN_ELEMENTS or layer.type in DYNAMIC_FLOAT_LAYERS:
             small += layer.params
@@ -468,19 +480,12 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
             # Weight tensors and their output channels: what per-tensor and per-channel
             # quantization parameters (scales, zero points) cost in the file.
             weighted += 2.0 if layer.type in SEPARABLE else 1.0
-            cout = float(layer.output_shape[-1]) if layer.output_shape and layer.type not in PER_TENSOR_LAYERS else 0.0
-            channels += cout
+            kernels = _quantized_kernels(layer)
+            channels += sum(c for _, c in kernels)
             # Quantization-aware training gives a dense kernel one scale, a convolution one per
             # channel; dynamic-range quantization scales only kernels of 1,024 weights or more.
-            dense_channels += cout if LAYER_GROUPS.get(layer.type) == "dense" else 0.0
-            if layer.type in SEPARABLE:
-                dw_channels = float(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0.0
-                channels += dw_channels
-                dynamic_channels += dw_channels if dw_params >= DYNAMIC_RANGE_MIN_ELEMENTS else 0.0
-                pw_kernel = _kernel_elements(layer, cout) - dw_params
-                dynamic_channels += cout if pw_kernel >= DYNAMIC_RANGE_MIN_ELEMENTS else 0.0
-            else:
-                dynamic_channels += cout if _kernel_elements(layer, cout) >= DYNAMIC_RANGE_MIN_ELEMENTS else 0.0
+            dense_channels += sum(c for _, c in kernels) if LAYER_GROUPS.get(layer.type) == "dense" else 0.0
+            dynamic_channels += sum(c for k, c in kernels if k >= DYNAMIC_RANGE_MIN_ELEMENTS)
     for u in executed_units(profile):
         g = u.group
         peak = max(peak, u.written)
@@ -641,10 +646,10 @@ def _layerwise_qat(profile: ModelProfile, qat: set[str], out: dict[str, float]) 
         if layer.name in qat:
             out["qat_split_layers"] += 1.0
             if layer.params:
-                cout = float(layer.output_shape[-1]) if layer.output_shape else 0.0
+                channels = sum(c for _, c in _quantized_kernels(layer))
                 out["qat_weighted"] += 2.0 if layer.type in SEPARABLE else 1.0
-                out["qat_channels"] += cout
-                out["qat_channels_dense"] += cout if LAYER_GROUPS.get(layer.type) == "dense" else 0.0
+                out["qat_channels"] += channels
+                out["qat_channels_dense"] += channels if LAYER_GROUPS.get(layer.type) == "dense" else 0.0
         if layer.type in FOLDED_LAYERS and previous is not None and previous.name in qat:
             out["qat_unfolded_bn"] += 1.0
             out["qat_bn_params"] += float(layer.params)

@@ -420,6 +420,13 @@ def test_a_layer_without_bias_converts_without_a_bias_tensor():
     assert F.profile_features(replace(p, layers=(c1, *p.layers[1:])))["tflite_tensors"] == base
 
 
+def test_a_layerwise_qat_counts_a_layers_channels_as_the_whole_network_does():
+    """The layers a layer-wise QAT takes carry the quantization parameters `channels_weighted`
+    counts for them: a separable convolution's depthwise half too (c1, pw and sep are taken)."""
+    taken = F.layerwise_features(tiny(), Pipeline.parse("qat-int8@conv"))
+    assert taken["qat_channels"] == 8 + 16 + (16 + 16)
+
+
 def test_a_layerwise_qat_counts_the_operators_it_adds():
     """Quantization-aware training of some layers puts each between a QUANTIZE and a DEQUANTIZE and
     leaves the batch norm right after it unfolded (a MUL and an ADD with float constants); the
