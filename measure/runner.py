@@ -26,6 +26,7 @@ from advisor.profile import ModelProfile
 from advisor.store import SCHEMA_VERSION, Store, config_id, utc_now_iso
 from advisor.techniques import Pipeline
 from measure.compress import FinetuneSettings, TrainData
+from measure.datasets import SAMPLE_ORDER
 
 Progress = Callable[[str], None]
 
@@ -114,7 +115,10 @@ def _settings_key(settings: MeasureSettings, resolved, finetune: str) -> dict:
             "threads": settings.threads, "dataset": settings.dataset, "finetune": finetune,
             "eval_samples": settings.eval_samples if settings.dataset else None,
             "finetune_epochs": settings.finetune_epochs if finetune != "none" else None,
-            "pretrain_epochs": settings.pretrain_epochs or None}
+            "pretrain_epochs": settings.pretrain_epochs or None,
+            # How the dataset's samples were ordered (a dataset's first samples are the ones
+            # fine-tuning and evaluation take): rows from before `SAMPLE_ORDER` have none.
+            "data_order": SAMPLE_ORDER if settings.dataset else None}
 
 
 def pretrain(model, data: TrainData, epochs: int, seed: int = 0) -> None:

