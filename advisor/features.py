@@ -1072,14 +1072,6 @@ def technique_only(X: np.ndarray) -> np.ndarray:
     return out
 
 
-def technique_and_params(X: np.ndarray) -> np.ndarray:
-    """`technique_only` and the network's parameter count: what the accuracy change reads (how much
-    a plan costs depends on how much room the network has; see `advisor.predictor`)."""
-    out = technique_only(X)
-    out[:, INDEX["params"]] = np.asarray(X, dtype=np.float64)[:, INDEX["params"]]
-    return out
-
-
 #: Technique columns that count a plan's file bytes and quantization parameters over the
 #: network's layers (they scale with the network, not with what the technique does to it): the
 #: size model's, not the accuracy change's.

@@ -319,31 +319,19 @@ def test_feature_matrix_for_candidates_matches_row_featurisation(fitted):
     assert out["latency"][0, 1] < out["latency"][1, 1]  # int8 is faster than float in the formula
 
 
-def test_accuracy_change_reads_the_technique_and_the_parameter_count_only(fitted):
+def test_accuracy_change_reads_the_technique_not_the_network(fitted):
     p, rows, profiles = fitted
     X = prepare(rows, profiles).X
     spec = F.technique_vector("prune:0.5")
     other = X[np.argsort(X[:, 0])[[0, -1]]].copy()  # two different networks (and devices)
     other[:, F.TECHNIQUE_BLOCK] = spec
     other = F.fill_derived(other)
-    other[1, F.INDEX["params"]] = other[0, F.INDEX["params"]]
     assert not np.array_equal(other[0, F.PROFILE_BLOCK], other[1, F.PROFILE_BLOCK])
     acc = p.predict(other)["accuracy_delta"]
     np.testing.assert_array_equal(acc[0], acc[1])
     harder = other.copy()
     harder[:, F.TECHNIQUE_BLOCK] = F.technique_vector("ptq-dynamic")
     assert not np.array_equal(p.predict(F.fill_derived(harder))["accuracy_delta"][0], acc[0])  # it reads that
-
-
-def test_accuracy_booster_splits_on_parameters_only_upwards():
-    from advisor.predictor import COMPONENTS
-
-    params = COMPONENTS["accuracy_delta"].xgb_params(Predictor()._xgb_params())  # noqa: SLF001
-    signs = params["monotone_constraints"].strip("()").split(",")
-    assert len(signs) == len(F.FEATURE_NAMES) and signs[F.INDEX["params"]] == "1"
-    assert {i for i, v in enumerate(signs) if v != "0"} == {F.INDEX["params"]}
-    assert params["multi_strategy"] == "one_output_per_tree"  # xgboost's constraint needs it
-    assert "monotone_constraints" not in COMPONENTS["size"].xgb_params(Predictor()._xgb_params())  # noqa: SLF001
 
 
 def test_a_step_no_accuracy_row_had_gets_an_unknown_accuracy_change(fitted):
