@@ -256,11 +256,16 @@ def _elements(shape: Iterable[int]) -> int:
     return n
 
 
+def _in_channels(layer: LayerProfile) -> int:
+    """The channels of a layer's (first) input, 0 where its shape is not recorded."""
+    return int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
+
+
 def _separable_split(layer: LayerProfile) -> tuple[int, int]:
     """(depthwise MACs, depthwise params) of a separable convolution, from its shapes."""
     if not layer.input_shapes or not layer.output_shape:
         return 0, 0
-    c_in = int(layer.input_shapes[0][-1])
+    c_in = _in_channels(layer)
     spatial = _elements(layer.output_shape[:-1])
     taps = max(int(layer.kernel), 1) ** max(len(layer.output_shape) - 1, 1)
     return min(spatial * c_in * taps, layer.macs), min(c_in * taps, layer.params)
@@ -286,7 +291,7 @@ def _kernel_params(layer: LayerProfile) -> float:
         return 0.0
     cout = int(layer.output_shape[-1])
     if layer.type in SEPARABLE:
-        cin = int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
+        cin = _in_channels(layer)
         return float(min(cin * cout, layer.params))
     if layer.type not in SPARSE_STORED_LAYERS or not layer.output_elements:
         return 0.0
@@ -319,7 +324,7 @@ def _quantized_kernels(layer: LayerProfile) -> tuple[tuple[float, float], ...]:
     parameters, any other layer one with a channel per output channel."""
     cout = float(layer.output_shape[-1]) if layer.output_shape else 0.0
     if layer.type in SEPARABLE:
-        cin = float(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0.0
+        cin = float(_in_channels(layer))
         return (float(_separable_split(layer)[1]), cin), (_kernel_params(layer), cout)
     if layer.type in PER_TENSOR_LAYERS:
         return ((float(layer.params), 0.0),)
@@ -350,7 +355,7 @@ def _sparse_index(layer: LayerProfile, kernel: float,
     need (`_index_width(c_in - 1)`), and one segment entry per row of the other dimensions (output
     channels x kernel positions) plus one, as wide as the non-zero count needs. Returns (index
     bytes at full density, segment bytes at each kept share of `kept`)."""
-    cin = int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
+    cin = _in_channels(layer)
     if cin <= 0:
         return 0.0, (0.0,) * len(kept)
     rows = max(kernel / cin, 1.0) + 1.0
@@ -404,7 +409,7 @@ def executed_units(profile: ModelProfile) -> Iterator[Unit]:
             continue
         written = float(layer.output_elements)
         read = float(sum(_elements(shape) for shape in layer.input_shapes))
-        c_in = int(layer.input_shapes[0][-1]) if layer.input_shapes and layer.input_shapes[0] else 0
+        c_in = _in_channels(layer)
         c_out = int(layer.output_shape[-1]) if layer.output_shape else 0
         if layer.type in SEPARABLE:
             dw_macs, dw_params = _separable_split(layer)
@@ -469,18 +474,18 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
             segment_bytes = [a + b for a, b in zip(segment_bytes, segments)]
         if layer.type in QAT_FLOAT_LAYERS:
             qat_float += layer.params
+        kernels = _quantized_kernels(layer) if layer.params and layer.type not in FOLDED_LAYERS else ()
         if layer.type in FOLDED_LAYERS:
             folded += layer.params  # folded into the preceding convolution by the converter
-        elif layer.type in SEPARABLE:  # its depthwise kernel stays float or not on its own
-            dw_params = float(_separable_split(layer)[1])
+        elif layer.type in SEPARABLE and kernels:  # its depthwise kernel stays float or not on its own
+            dw_params = kernels[0][0]
             small += sum(p for p in (dw_params, layer.params - dw_params) if 0 < p < DYNAMIC_RANGE_MIN_ELEMENTS)
         elif 0 < layer.params < DYNAMIC_RANGE_MIN_ELEMENTS or layer.type in DYNAMIC_FLOAT_LAYERS:
             small += layer.params
-        if layer.params and layer.type not in FOLDED_LAYERS:
+        if kernels:
             # Weight tensors and their output channels: what per-tensor and per-channel
             # quantization parameters (scales, zero points) cost in the file.
-            weighted += 2.0 if layer.type in SEPARABLE else 1.0
-            kernels = _quantized_kernels(layer)
+            weighted += float(len(kernels))
             channels += sum(c for _, c in kernels)
             # Quantization-aware training gives a dense kernel one scale, a convolution one per
             # channel; dynamic-range quantization scales only kernels of 1,024 weights or more.
@@ -646,8 +651,9 @@ def _layerwise_qat(profile: ModelProfile, qat: set[str], out: dict[str, float]) 
         if layer.name in qat:
             out["qat_split_layers"] += 1.0
             if layer.params:
-                channels = sum(c for _, c in _quantized_kernels(layer))
-                out["qat_weighted"] += 2.0 if layer.type in SEPARABLE else 1.0
+                kernels = _quantized_kernels(layer)
+                channels = sum(c for _, c in kernels)
+                out["qat_weighted"] += float(len(kernels))
                 out["qat_channels"] += channels
                 out["qat_channels_dense"] += channels if LAYER_GROUPS.get(layer.type) == "dense" else 0.0
         if layer.type in FOLDED_LAYERS and previous is not None and previous.name in qat:
