@@ -162,6 +162,60 @@ def test_stored_bytes_follow_what_each_layer_type_keeps():
     assert X[2, F.INDEX["param_bytes"]] == total  # post-training int8 quantizes every weight
 
 
+def test_a_recurrent_loops_sequence_buffers_count_as_stored_float_constants():
+    """A GRU or SimpleRNN that returns its sequence converts to a loop whose TensorArray keeps a
+    float constant of steps x units; an LSTM (one fused operator) and a last layer returning its
+    final state keep none. A float16 file halves it, a dynamic-range one keeps it float32."""
+    layers = (
+        LayerProfile("emb", "Embedding", 0, 100 * 8, ((20,),), (20, 8)),
+        LayerProfile("gru0", "GRU", 1, 3 * 16 * (8 + 16 + 2), ((20, 8),), (20, 16)),
+        LayerProfile("rnn", "SimpleRNN", 1, 12 * (16 + 12 + 1), ((20, 16),), (20, 12)),
+        LayerProfile("lstm", "LSTM", 1, 4 * 8 * (12 + 8 + 1), ((20, 12),), (20, 8)),
+        LayerProfile("gru1", "GRU", 1, 3 * 4 * (8 + 4 + 2), ((20, 8),), (4,)),
+        LayerProfile("fc", "Dense", 8, 4 * 2 + 2, ((4,),), (2,)),
+    )
+    p = ModelProfile("text", "texts", (20,), "int32", 2, "text", layers)
+    assert F.profile_features(p)["loop_buffers"] == 20 * 16 + 20 * 12
+    dev = F.device_features({"logical_cpus": 2, "machine": "x86_64", "accelerator": None}, 1)
+    X = F.feature_matrix(p, ["none", "ptq-float16", "ptq-dynamic"], dev)
+    weights = p.params
+    loop = 20 * 16 + 20 * 12
+    assert X[0, F.INDEX["param_bytes"]] == pytest.approx(4 * (weights + loop))
+    assert X[1, F.INDEX["param_bytes"]] == pytest.approx(2 * (weights + loop))
+    dynamic = X[2, F.INDEX["param_bytes"]] - 4 * loop
+    assert weights < dynamic < 4 * weights  # the weights shrink, the loop's buffers do not
+
+
+def test_sequence_buffers_match_a_real_conversion(tf, keras):
+    """The float constants the converter stores for a GRU returning its sequence are the
+    `loop_buffers` the features count: 4 bytes each in a float file, 2 in a float16 one."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from measure.profiling import profile_model
+
+    steps, units = 12, 8
+    inp = keras.Input((steps,), dtype="int32", batch_size=1)
+    x = keras.layers.Embedding(50, 4)(inp)
+    x = keras.layers.GRU(units, return_sequences=True)(x)
+    x = keras.layers.GRU(4)(x)
+    model = keras.Model(inp, keras.layers.Dense(2)(x))
+    prof = profile_model(model, model="g", family="gs", domain="text")
+    assert F.profile_features(prof)["loop_buffers"] == steps * units
+
+    def buffer_bytes(half: bool) -> int:
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        if half:
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        flat = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(conv.convert(), 0))
+        # constants only: tensors whose buffer holds data (a loop's outputs share the shape)
+        return sum(len(flat.buffers[t.buffer].data) for g in flat.subgraphs for t in g.tensors
+                   if list(t.shape) == [steps, 1, units] and flat.buffers[t.buffer].data is not None)
+
+    assert buffer_bytes(False) == 4 * steps * units
+    assert buffer_bytes(True) == 2 * steps * units
+
+
 def test_quantization_channels_and_biases_follow_what_the_converter_stores():
     """Dynamic-range quantization scales only kernels of 1,024 weights or more; a random-weight
     network that nothing trained has zero biases (shared or dropped in the file), a fine-tuned
