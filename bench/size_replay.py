@@ -41,7 +41,8 @@ def replay(rows, profiles, fingerprints, seed: int) -> list[tuple]:
     fold, _ = _folds(rows, "family", 5, seed)
     probe = _probes(rows)
     data = P.prepare(rows, profiles, fingerprints, F.float_files(rows))
-    params = P.Predictor()._xgb_params()
+    model = P.Predictor()
+    params = model._xgb_params()
     size = P.COMPONENTS["size"]
     ids, techniques = rows["config_id"].to_numpy(), rows["technique"].astype(str).to_numpy()
     out = []
@@ -55,7 +56,7 @@ def replay(rows, profiles, fingerprints, seed: int) -> list[tuple]:
             priors[P.SIZE_CHANGE] = change
         X, y = size.select(train, priors)
         keep = np.isfinite(y)
-        forest = Forest.from_json(P._TRAINERS[-1](params, size.inputs(X)[keep], y[keep], P.Predictor().n_estimators))
+        forest = Forest.from_json(P._TRAINERS[-1](params, size.inputs(X)[keep], y[keep], model.n_estimators))
         q = forest.predict(size.inputs(test.X))
         pred = np.exp(q[:, 1]) * P.size_anchor(priors, test.X)
         exact = P._is_float_file(test.X)
