@@ -118,7 +118,10 @@ def _settings_key(settings: MeasureSettings, resolved, finetune: str) -> dict:
             "pretrain_epochs": settings.pretrain_epochs or None,
             # How the dataset's samples were ordered (a dataset's first samples are the ones
             # fine-tuning and evaluation take): rows from before `SAMPLE_ORDER` have none.
-            "data_order": SAMPLE_ORDER if settings.dataset else None}
+            "data_order": SAMPLE_ORDER if settings.dataset else None,
+            # Another seed initialises, trains and fine-tunes the network anew on other splits: another
+            # configuration (its accuracy change is a second draw). Seed 0 adds nothing, so stored ids hold.
+            "seed": settings.seed or None}
 
 
 def pretrain(model, data: TrainData, epochs: int, seed: int = 0) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from advisor.errors import OptionError, SpecError, UnknownNameError
-from advisor.store import Store
+from advisor.store import Store, config_id
 from advisor.techniques import Pipeline
 from measure import zoo
 from measure.campaign import CampaignProgress, Config, Plan, config_key, load_plan, run_campaign
@@ -134,6 +134,13 @@ def test_shipped_plans_load_and_cover_what_they_promise():
     assert kinds == set(KERNEL_BLOCKS) - {"inner_depthwise_kernel"}  # (a depthwise probe between two 1x1s)
     assert len(adapt) == 800 and not any(c.model.startswith("sampled:gru_kernel") and c.technique == "ptq-int8"
                                          for c in adapt.configs)  # the converter crashes on int8 GRU
+    # A second draw of accuracy.toml's configurations: the same settings but the seed.
+    first = {(c.model, c.technique, c.settings.dataset): c.settings for c in load_plan(PLANS / "accuracy.toml").configs}
+    seed1 = load_plan(PLANS / "accuracy-seed1.toml")
+    assert len(seed1) == 130 and {c.settings.dataset for c in seed1.configs} == {"mnist", "digits", "cifar10"}
+    for c in seed1.configs:
+        assert c.settings.seed == 1
+        assert dataclasses.replace(c.settings, seed=0) == first[(c.model, c.technique, c.settings.dataset)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,8 +224,13 @@ def test_config_keys_follow_what_makes_a_configuration_distinct():
                       "dev") == key  # the timing policy is not part of the id
     for other in (dataclasses.replace(base, technique="prune:0.8"),
                   dataclasses.replace(base, settings=MeasureSettings(input_size=128, width=0.35)),
-                  dataclasses.replace(base, settings=MeasureSettings(input_size=96, width=0.35, threads=2))):
+                  dataclasses.replace(base, settings=MeasureSettings(input_size=96, width=0.35, threads=2)),
+                  dataclasses.replace(base, settings=MeasureSettings(input_size=96, width=0.35, seed=1))):
         assert config_key(other, "dev") != key
+    # Seed 0, the default, leaves the id as it was before the seed was part of it.
+    assert key == config_id("mobilenet_v2@96-w0.35", "prune:0.5", "dev", {
+        "input_size": 96, "width": 0.35, "num_classes": 1000, "threads": 1, "dataset": None, "finetune": "random",
+        "eval_samples": None, "finetune_epochs": 1, "pretrain_epochs": None, "data_order": None})
     assert config_key(base, "other-device") != key
     # Defaults are filled in as the zoo fills them: width 1.0 given or not is one configuration.
     assert config_key(Config("resnet50", "none", MeasureSettings()), "d") == config_key(
