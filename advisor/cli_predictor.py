@@ -181,10 +181,19 @@ def predict(
     loaded = load(bundle or DEFAULT_BUNDLE)
     device = device or default_device()
     fp, note = device_fingerprint(device, loaded.predictor)
-    X = feature_matrix(profile, [pipeline, "none"], device_features(fp, threads))
     from advisor.calibration import device_notes, predict_for_device
+    from advisor.composition import predict_plans
 
-    pred, calibration, calibration_note = predict_for_device(loaded, X, fp, threads)
+    dev = device_features(fp, threads)
+    found: list = []
+
+    def predict(plans: list[str]) -> dict:
+        pred, *rest = predict_for_device(loaded, feature_matrix(profile, plans, dev), fp, threads)
+        found[:] = rest
+        return pred
+
+    pred = predict_plans([pipeline.spec, "none"], predict)
+    calibration, calibration_note = found
     if calibration is None:
         from advisor.board_speed import board_scaling
 

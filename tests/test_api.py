@@ -157,6 +157,23 @@ def test_plans_without_accuracy_evidence_say_unknown_and_are_never_chosen_for_ac
     assert all(p["accuracy_delta_pp"] is not None for p in accurate["pareto"])
 
 
+def test_a_post_training_quantizer_wins_back_no_accuracy(advisor):
+    """Through the real scoring path: each plan that ends in post-training quantization after a
+    step that fine-tunes is predicted to lose at least what its parts lose."""
+    from advisor.composition import post_training_split
+
+    specs = ["prune:0.8+ptq-int8", "cluster:16+ptq-dynamic", "prune:0.5+cluster:16+ptq-int8", "prune:0.8",
+             "cluster:16", "prune:0.5+cluster:16", "ptq-int8", "ptq-dynamic"]
+    profile, fp, _ = advisor._network_on_device("mobilenet_v2", "local", 1, None)
+    acc = advisor.score(profile, specs, fp)["accuracy_delta_pp"][:, 1]
+    median = dict(zip(specs, acc))
+    composed = [s for s in specs if post_training_split(s)]
+    assert len(composed) == 3
+    for spec in composed:
+        prefix, suffix = post_training_split(spec)
+        assert median[spec] <= median[prefix] + median[suffix] + 1e-9, spec
+
+
 def test_the_device_is_the_training_machine_named_or_local(advisor):
     # sim-arm had a power meter: an energy budget can be checked there, not on this machine
     rec = advisor.recommend("mobilenet_v2@96", device="sim-arm", budget_mj=1e6)
