@@ -8,9 +8,16 @@ UNITS = {"latency_ms": "ms", "energy_mj": "mJ", "size_mb": "MB", "accuracy_delta
 LABELS = {"latency_ms": "latency", "energy_mj": "energy", "size_mb": "size", "accuracy_delta_pp": "accuracy Δ"}
 
 
+def _pp(v: float) -> str:
+    """An accuracy change in points, to two decimals, a median of -7e-08 as +0.00 (not -7.1e-08 or -0.00)."""
+    return f"{round(float(v), 2) or 0.0:+.2f}"
+
+
 def _band(b: dict | None, unit: str) -> str:
     if b is None:
         return "unknown" if unit == "pp" else "n/a"  # an accuracy change without evidence, or no model
+    if unit == "pp":
+        return f"{_pp(b['p50'])} pp [{_pp(b['p10'])}–{_pp(b['p90'])}]"
     return f"{b['p50']:.3g} {unit} [{b['p10']:.3g}–{b['p90']:.3g}]"
 
 
@@ -43,7 +50,7 @@ def print_recommendation(out: dict, echo: Callable[[str], None]) -> None:
             echo(f"    {fam:<28} {why}")
     echo("\n  Pareto front (latency against accuracy change, medians):")
     for p in out["pareto"]:
-        acc = f"{p['accuracy_delta_pp']:+.2f} pp" if p["accuracy_delta_pp"] is not None else "acc n/a"
+        acc = f"{_pp(p['accuracy_delta_pp'])} pp" if p["accuracy_delta_pp"] is not None else "acc n/a"
         size = f"{p['size_mb']:.3g} MB" if p["size_mb"] is not None else ""
         echo(f"    {'*' if p['chosen'] else ' '} {p['technique']:<28} {p['latency_ms']:.3g} ms  {acc}  {size}")
     pr = out["predictor"]
