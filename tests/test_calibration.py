@@ -261,6 +261,15 @@ def test_calibrate_end_to_end_measures_fits_saves_and_refits(capsys, tmp_path, b
     assert "calibrated (LOO)" in out and "no energy in the reference rows" in out
     assert "plans/adapt-device.toml --device local" in out  # where to go for more
     assert "in-sample" not in out  # this bundle never saw the reference rows
+    # Once the store holds this device's own layer probes, the answer says so instead.
+    probe_plan = tmp_path / "probe.toml"
+    probe_plan.write_text(TINY_PLAN.replace('"sampled:dense:7", "sampled:inverted_residual:3", "sampled:attention:3"',
+                                            '"sampled:conv_kernel:0"').replace('["none", "ptq-dynamic"]', '["none"]'))
+    code, _, err = run(capsys, "campaign", probe_plan, "--store", store, "--in-process", "--quiet")
+    assert code == 0, err
+    code, out, err = run(capsys, "calibrate", "--plan", plan, "--store", store, "--bundle", bundle_dir, "--refit")
+    assert code == 0, err
+    assert "the store holds 1 of this device's own layer probes" in out and "adapt-device" not in out
     # The answer path now says it is calibrated.
     code, out, err = run(capsys, "predict", "--model", "mobilenet_v2@96", "--technique", "ptq-int8",
                          "--bundle", bundle_dir, "--json")
