@@ -130,19 +130,17 @@ class Advisor:
               ) -> dict[str, np.ndarray]:
         """Predicted (n, 3) p10/p50/p90 per recommendation target for candidate `specs`, in one batch."""
         from advisor.calibration import predict_uncalibrated
-        from advisor.composition import predict_plans
+        from advisor.composition import PlanBatch
         from advisor.features import device_features, feature_matrix
 
+        batch = PlanBatch.of(specs)  # the specs, and the parts a plan's accuracy is composed from
+        X = feature_matrix(profile, list(batch.plans), device_features(fp, threads))
         calibration, _ = self.calibration(fp, threads)
-        dev = device_features(fp, threads)
-
-        def predict(plans: list[str]) -> dict[str, np.ndarray]:
-            X = feature_matrix(profile, plans, dev)
-            if calibration is not None:
-                return calibration.apply(X, self.bundle.predict(X), self.bundle.predictor.priors_["latency"])
-            return predict_uncalibrated(self.bundle, X, fp, threads)
-
-        raw = predict_plans(list(specs), predict)
+        if calibration is not None:
+            raw = calibration.apply(X, self.bundle.predict(X), self.bundle.predictor.priors_["latency"])
+        else:
+            raw = predict_uncalibrated(self.bundle, X, fp, threads)
+        raw = batch.compose(raw)
         out = {}
         for name, q in raw.items():
             if name not in _TARGET_MAP:

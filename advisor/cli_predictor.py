@@ -182,18 +182,12 @@ def predict(
     device = device or default_device()
     fp, note = device_fingerprint(device, loaded.predictor)
     from advisor.calibration import device_notes, predict_for_device
-    from advisor.composition import predict_plans
+    from advisor.composition import PlanBatch
 
-    dev = device_features(fp, threads)
-    found: list = []
-
-    def predict(plans: list[str]) -> dict:
-        pred, *rest = predict_for_device(loaded, feature_matrix(profile, plans, dev), fp, threads)
-        found[:] = rest
-        return pred
-
-    pred = predict_plans([pipeline.spec, "none"], predict)
-    calibration, calibration_note = found
+    batch = PlanBatch.of([pipeline.spec, "none"])
+    X = feature_matrix(profile, list(batch.plans), device_features(fp, threads))
+    pred, calibration, calibration_note = predict_for_device(loaded, X, fp, threads)
+    pred = batch.compose(pred)
     if calibration is None:
         from advisor.board_speed import board_scaling
 

@@ -14,7 +14,8 @@ Numpy only (the answer path).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,40 +38,50 @@ def post_training_split(spec: str) -> tuple[str, str] | None:
     return "+".join(s.spec for s in steps[:k]), "+".join(s.spec for s in steps[k:])
 
 
-def predict_plans(specs: Sequence[str], predict: Callable[[list[str]], Mapping[str, np.ndarray]]
-                  ) -> dict[str, np.ndarray]:
-    """Predictions for `specs` with composed accuracy changes.
+@dataclass(frozen=True)
+class PlanBatch:
+    """The plans one answer scores: those asked, then the parts their composition needs.
 
-    Args:
-        specs: the plans asked about.
-        predict: predicts `{target: (m, 3) p10/p50/p90}` for a list of plans (in the bundle's
-            target names and units); it is called once, with `specs` followed by the prefixes and
-            suffixes that the composition needs and `specs` does not hold.
-
-    Returns:
-        `{target: (len(specs), 3)}`: every target as `predict` gave it, but the accuracy change of
-        a plan `post_training_split` splits is the composed one wherever its median is lower.
+    Build it with `PlanBatch.of(specs)`, predict every plan of `plans` in one batch, and pass the
+    predictions to `compose`.
     """
-    specs = [str(s) for s in specs]
-    splits = [post_training_split(s) for s in specs]
-    extra = list(dict.fromkeys(p for sp in splits if sp for p in sp if p not in specs))
-    everything = specs + extra
-    pred = {name: np.asarray(q, dtype=np.float64) for name, q in predict(everything).items()}
-    out = {name: q[: len(specs)].copy() for name, q in pred.items()}
-    acc = pred.get(ACCURACY)
-    if acc is None:
+
+    plans: tuple[str, ...]  # the plans asked, then the prefixes and quantizers alone they lack
+    asked: int  # how many of `plans` were asked
+    parts: tuple[tuple[int, int, int], ...]  # (row asked, its prefix's row, its quantizer's row)
+
+    @classmethod
+    def of(cls, specs: Sequence[str]) -> PlanBatch:
+        """The batch for `specs` (each a plan spec)."""
+        plans = [str(s) for s in specs]
+        row = {s: i for i, s in reversed(list(enumerate(plans)))}  # a plan asked twice: its first row
+        parts = []
+        for i, spec in enumerate(list(plans)):
+            split = post_training_split(spec)
+            if split is None:
+                continue
+            for part in split:
+                if part not in row:
+                    row[part] = len(plans)
+                    plans.append(part)
+            parts.append((i, row[split[0]], row[split[1]]))
+        return cls(tuple(plans), len(specs), tuple(parts))
+
+    def compose(self, pred: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`{target: (asked, 3)}` from predictions for every plan of the batch: each target as given,
+        but a split plan's accuracy change is the composed one wherever its median is lower."""
+        out = {name: np.asarray(q, dtype=np.float64)[: self.asked].copy() for name, q in pred.items()}
+        if ACCURACY not in pred:
+            return out
+        acc = np.asarray(pred[ACCURACY], dtype=np.float64)
+        for i, p, q in self.parts:
+            a, b = acc[p], acc[q]
+            if not (np.isfinite(a).all() and np.isfinite(b).all()):
+                continue
+            mid = a[1] + b[1]
+            if not mid < acc[i, 1]:
+                continue
+            lo = mid - np.hypot(a[1] - a[0], b[1] - b[0])
+            hi = mid + np.hypot(a[2] - a[1], b[2] - b[1])
+            out[ACCURACY][i] = (lo, mid, hi)
         return out
-    row = {s: i for i, s in reversed(list(enumerate(everything)))}
-    for i, sp in enumerate(splits):
-        if sp is None:
-            continue
-        a, b = acc[row[sp[0]]], acc[row[sp[1]]]
-        if not (np.isfinite(a).all() and np.isfinite(b).all()):
-            continue
-        mid = a[1] + b[1]
-        if not mid < acc[i, 1]:
-            continue
-        lo = mid - np.hypot(a[1] - a[0], b[1] - b[0])
-        hi = mid + np.hypot(a[2] - a[1], b[2] - b[1])
-        out[ACCURACY][i] = (lo, mid, hi)
-    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from advisor.composition import ACCURACY, post_training_split, predict_plans
+from advisor.composition import ACCURACY, PlanBatch, post_training_split
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -31,18 +31,13 @@ TREES = {"distill:0.5+ptq-float16": (-1.0, 0.0, 1.0), "distill:0.5": (-15.0, -9.
          "lowrank:0.5+ptq-int8": (np.nan, np.nan, np.nan), "lowrank:0.5": (np.nan, np.nan, np.nan)}
 
 
-def test_predict_plans_composes_only_where_the_parts_say_worse():
-    asked: list[list[str]] = []
-
-    def predict(plans):
-        asked.append(list(plans))
-        acc = np.array([TREES[p] for p in plans], dtype=float)
-        return {ACCURACY: acc, "latency": np.tile([1.0, 2.0, 3.0], (len(plans), 1))}
-
+def test_a_batch_composes_only_where_the_parts_say_worse():
     specs = ["distill:0.5+ptq-float16", "prune:0.8+ptq-int8", "ptq-int8", "lowrank:0.5+ptq-int8", "none"]
-    out = predict_plans(specs, predict)
-    # one call: the plans asked, then the parts they lack, once each
-    assert asked == [specs + ["distill:0.5", "ptq-float16", "prune:0.8", "lowrank:0.5"]]
+    batch = PlanBatch.of(specs)
+    # one batch: the plans asked, then the parts they lack, once each
+    assert list(batch.plans) == specs + ["distill:0.5", "ptq-float16", "prune:0.8", "lowrank:0.5"]
+    acc = np.array([TREES[p] for p in batch.plans], dtype=float)
+    out = batch.compose({ACCURACY: acc, "latency": np.tile([1.0, 2.0, 3.0], (len(batch.plans), 1))})
     assert out["latency"].shape == (5, 3) and out[ACCURACY].shape == (5, 3)
     lo, mid, hi = out[ACCURACY][0]
     assert mid == pytest.approx(-9.0)  # -9.0 + 0.0: the quantizer wins nothing back
@@ -54,5 +49,6 @@ def test_predict_plans_composes_only_where_the_parts_say_worse():
 
 
 def test_without_an_accuracy_model_nothing_changes():
-    out = predict_plans(["distill:0.5+ptq-int8"], lambda plans: {"latency": np.ones((len(plans), 3))})
+    batch = PlanBatch.of(["distill:0.5+ptq-int8"])
+    out = batch.compose({"latency": np.ones((len(batch.plans), 3))})
     assert set(out) == {"latency"} and out["latency"].shape == (1, 3)
