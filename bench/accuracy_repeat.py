@@ -50,8 +50,6 @@ def pairs(rows):
         (other_seed, same_seed) DataFrames with columns `key`, `dataset`, `technique`, `model`,
         `delta_a`, `delta_b`, `top1_ref_a`, `top1_ref_b`, `device_a`, `device_b`.
     """
-    import pandas as pd
-
     from advisor.predictor import class_sorted_finetune_rows
 
     acc = rows[(rows["status"] == "ok") & (rows["source"] == "measured") & rows["accuracy_delta_pp"].notna()
@@ -71,8 +69,6 @@ def pairs(rows):
     for frame in (other_seed, same):
         frame = frame.rename(columns={"accuracy_delta_pp_a": "delta_a", "accuracy_delta_pp_b": "delta_b"})
         out.append(frame.drop_duplicates(["key", "device_a", "device_b"]).reset_index(drop=True))
-    if len(out[0]) == 0 and len(out[1]) == 0:
-        return pd.DataFrame(columns=out[0].columns), pd.DataFrame(columns=out[1].columns)
     return out[0], out[1]
 
 
