@@ -137,7 +137,7 @@ class Advisor:
         X = feature_matrix(profile, list(batch.plans), device_features(fp, threads))
         calibration, _ = self.calibration(fp, threads)
         if calibration is not None:
-            raw = calibration.apply(X, self.bundle.predict(X), self.bundle.predictor.priors_["latency"])
+            raw = calibration.predict(self.bundle, X)
         else:
             raw = predict_uncalibrated(self.bundle, X, fp, threads)
         raw = batch.compose(raw)

@@ -79,9 +79,9 @@ class LoadedBundle:
     def targets(self) -> tuple[str, ...]:
         return self.predictor.targets_
 
-    def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, X: np.ndarray, *, calibrated: bool = False) -> dict[str, np.ndarray]:
         """p10/p50/p90 per available target for a feature matrix (see `Predictor.predict`)."""
-        return self.predictor.predict(X)
+        return self.predictor.predict(X, calibrated=calibrated)
 
 
 def resolve(directory: str | Path = DEFAULT_BUNDLE) -> Path:

@@ -1291,12 +1291,17 @@ class Predictor:
                       getattr(self, "latency_machines_", None))
 
     def predict(self, X: np.ndarray | pd.DataFrame, profiles: Mapping[str, ModelProfile] | None = None,
-                fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, np.ndarray]:
+                fingerprints: Mapping[str, Mapping[str, Any]] | None = None, *,
+                calibrated: bool = False) -> dict[str, np.ndarray]:
         """p10/p50/p90 per available target, each an (n, 3) array in natural units.
 
         Args:
             X: a feature matrix (columns `FEATURE_NAMES`, e.g. from `features.feature_matrix`)
                 or measurement rows (then `profiles` by digest, as for `fit`).
+            calibrated: the rows' device has a calibration (`advisor.calibration`) that stands in
+                for what the training rows do not say about its machine: a machine no training row
+                came from then gets the family-level band, not the wider new-device one (the
+                calibration's own residuals widen it).
 
         Returns:
             {target: array}; targets in `unavailable_` are absent, and a row a target cannot be
@@ -1308,7 +1313,7 @@ class Predictor:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(self.feature_names_):
             raise OptionError(f"X must have {len(self.feature_names_)} columns (FEATURE_NAMES); got shape {X.shape}")
-        return {t: q for t, q in model.predict(X).items() if t in self.targets_}
+        return {t: q for t, q in model.predict(X, new_device_band=not calibrated).items() if t in self.targets_}
 
     # -- state, for bundles (plain JSON and xgboost JSON: never pickle) --
     def to_state(self) -> dict[str, Any]:
@@ -1423,8 +1428,9 @@ class _Model:
             out["accuracy_delta"] = q
         return out
 
-    def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Calibrated quantiles per target, in natural units."""
+    def predict(self, X: np.ndarray, new_device_band: bool = True) -> dict[str, np.ndarray]:
+        """Calibrated quantiles per target, in natural units (`new_device_band`: a row on a machine
+        no training row came from takes the wider new-device shifts)."""
         familiar = None
         out = {}
         for target, q in self.raw(X).items():
@@ -1442,7 +1448,7 @@ class _Model:
                         lo_shift[rows], hi_shift[rows] = shift["lo"], shift["hi"]
                         _machine_shifts(X, shift, rows, lo_shift, hi_shift)
                 device = levels.get("new_device")
-                if device and self.latency_machines is not None:
+                if device and new_device_band and self.latency_machines is not None:
                     # On a machine no row came from, each side takes the wider of the two shifts.
                     new = ~_on_machines(X, self.latency_machines)
                     lo_shift[new] = np.minimum(lo_shift[new], device["lo"])

@@ -74,7 +74,7 @@ def main() -> int:
                    for r in rows.to_dict("records")])
     y = rows["latency_ms_median"].to_numpy(dtype=float)
     before = bundle.predict(X)["latency"]
-    after = cal.apply(X, {"latency": before}, bundle.predictor.priors_["latency"])["latency"]
+    after = cal.predict(bundle, X)["latency"]
     # FLOPs-proportional guess from the same 20 reference rows (what one would do by hand).
     ref = store.read(status="ok")
     ref = ref[ref["config_id"].isin(set(cal.reference)) & (ref["technique"] == "none")]

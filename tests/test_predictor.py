@@ -502,6 +502,11 @@ def test_a_machine_no_row_came_from_gets_the_held_out_machines_band():
     elsewhere[:, F.INDEX["logical_cpus"]] = 64.0  # a machine none of the rows ran on
     seen, unseen = p.predict(X)["latency"], p.predict(elsewhere)["latency"]
     assert (np.log(unseen[:, 2] / unseen[:, 0]) > np.log(seen[:, 2] / seen[:, 0]) + 0.1).all()
+    # A calibrated device is no longer unknown: its band is the family-level one, medians unmoved.
+    calibrated = p.predict(elsewhere, calibrated=True)["latency"]
+    np.testing.assert_allclose(calibrated[:, 1], unseen[:, 1])
+    assert (np.log(calibrated[:, 2] / calibrated[:, 0]) < np.log(unseen[:, 2] / unseen[:, 0]) - 0.1).all()
+    np.testing.assert_allclose(p.predict(X, calibrated=True)["latency"], seen)  # a known machine: as before
     again = Predictor.from_state(p.to_state(), p.boosters_)
     np.testing.assert_allclose(again.predict(elsewhere)["latency"], unseen)
 
