@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from advisor.composition import post_training_split
 from advisor.errors import OptionError, SpecError, UnknownNameError
 from advisor.store import Store, config_id
 from advisor.techniques import Pipeline
@@ -141,6 +142,15 @@ def test_shipped_plans_load_and_cover_what_they_promise():
     for c in seed1.configs:
         assert c.settings.seed == 1
         assert dataclasses.replace(c.settings, seed=0) == first[(c.model, c.technique, c.settings.dataset)]
+    # Post-training quantizers after distill and lowrank, each plan's parts measured beside it.
+    after = load_plan(PLANS / "accuracy-ptq-after.toml")
+    plans = {(c.model, c.settings.dataset): set() for c in after.configs}
+    for c in after.configs:
+        plans[(c.model, c.settings.dataset)].add(c.technique)
+    whole = {t for t in set().union(*plans.values()) if post_training_split(t)}
+    assert {t.split("+")[1] for t in whole} == {"ptq-float16", "ptq-dynamic", "ptq-int8"}
+    for techniques in plans.values():
+        assert all(set(post_training_split(t)) <= techniques for t in techniques if post_training_split(t))
 
 
 # ---------------------------------------------------------------------------------------------
