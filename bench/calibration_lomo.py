@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench._report import publish  # noqa: E402
+from bench._rows import ok_rows  # noqa: E402
 
 #: The band rules compared (module docstring).
 BANDS = ("family band", "new-device band", "mean width")
@@ -113,15 +114,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from advisor.calibration import MIN_ROWS, REFERENCE_PLAN
-    from advisor.cli_predictor import read_fingerprints, read_training_data
     from advisor.fingerprint import collect_fingerprint, fingerprint_id
     from advisor.progress import stage
     from advisor.store import Store
     from measure.calibrate import reference_plan, reference_rows
 
-    rows, profiles = read_training_data(Path(args.data))
-    rows = rows[(rows["status"] == "ok").fillna(False).to_numpy(dtype=bool)].reset_index(drop=True)
-    fingerprints = read_fingerprints(Path(args.data))
+    rows, profiles, fingerprints = ok_rows(args.data)
     store = Store(Path(args.data))
     start = dt.datetime.now(dt.timezone.utc)
     results, models = [], {}

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench._report import publish  # noqa: E402
+from bench._rows import ok_rows  # noqa: E402
 
 #: What one held-out latency row records.
 COLUMNS = ("config_id", "baseline_config_id", "family", "device", "plan", "technique", "fold", "measured",
@@ -131,12 +132,9 @@ def main() -> None:
     ap.add_argument("--rows", default=None, help="also write every held-out latency of the first seed to this CSV")
     args = ap.parse_args()
 
-    from advisor.cli_predictor import read_fingerprints, read_training_data
     from advisor.fingerprint import collect_fingerprint, fingerprint_id
 
-    rows, profiles = read_training_data(Path(args.data))
-    rows = rows[(rows["status"] == "ok").fillna(False).to_numpy(dtype=bool)].reset_index(drop=True)
-    fingerprints = read_fingerprints(Path(args.data))
+    rows, profiles, fingerprints = ok_rows(args.data)
     params = json.loads(args.params)
     seeds = [int(s) for s in args.seeds.split(",")]
     start = dt.datetime.now(dt.timezone.utc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -24,6 +25,14 @@ for _scratch in (os.environ["ADVISOR_CALIBRATIONS"], os.environ["ADVISOR_CACHE"]
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = Path(os.environ.get("ADVISOR_DATA_ROOT", REPO.parent / "shared" / "datasets"))
+
+
+def load_bench(name: str):
+    """The benchmark script `bench/<name>.py` as a module (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

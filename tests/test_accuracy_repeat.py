@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "accuracy_repeat.py"
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("accuracy_repeat", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("accuracy_repeat")
 
 
 def row(model, technique, delta, top1, *, seed=0, device="local:a", dataset="digits", order=2, at="2026-12-07"):

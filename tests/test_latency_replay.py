@@ -4,24 +4,17 @@ mechanics, never reported as measurements)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_bench
 from test_predictor import FAST, synthetic_rows
 
 from advisor.evaluate import evaluate
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "latency_replay.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("latency_replay", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("latency_replay")
 
 
 def test_the_replay_median_is_the_evaluations(bench):
