@@ -48,26 +48,13 @@ def calibrate(
         echo(line)
     echo(f"  saved               {result.path}")
     echo("  `advisor recommend` and `advisor predict` on this device now apply it")
-    probes = own_probes(store, result.calibration.fingerprint_id)
-    if probes:
-        echo(f"  probes              the store holds {probes} of this device's own layer probes: "
+    if result.probes:
+        echo(f"  probes              the store holds {result.probes} of this device's own layer probes: "
              "`advisor train` learns its layer costs from them")
     else:
         echo(f"  deeper              measure the device's own layers and retrain: `advisor campaign "
              f"plans/adapt-device.toml --device {device} --store DIR`, then `advisor retrain --new DIR` "
              "(README: Adapting to a device)")
-
-
-def own_probes(store: Path, fingerprint_id: str) -> int:
-    """How many measured single-layer probes of this fingerprint the store holds."""
-    from advisor.predictor import is_probe
-    from advisor.store import Store
-
-    rows = Store(store).read()
-    if rows.empty or "fingerprint_id" not in rows.columns:
-        return 0
-    mine = (rows["fingerprint_id"].astype(str) == fingerprint_id) & (rows["status"] == "ok")
-    return int((mine & is_probe(rows["family"].astype(str).to_numpy())).sum())
 
 
 def register(app: App) -> None:

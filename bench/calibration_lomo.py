@@ -71,7 +71,7 @@ def train_without(rows, profiles, fingerprints, device: str):
     return model.fit(rows[(rows["device"] != device).to_numpy()].reset_index(drop=True), profiles, fingerprints)
 
 
-def left_out(rows, profiles, fingerprints, store, device: str, threads: int, model) -> dict | None:
+def left_out(rows, profiles, fingerprints, device: str, threads: int, model) -> dict | None:
     """Calibrate `device` at `threads` for `model` (`train_without(device)`), score its held-out
     network latencies."""
     from advisor import predictor as P
@@ -79,7 +79,7 @@ def left_out(rows, profiles, fingerprints, store, device: str, threads: int, mod
     from advisor.features import device_features, feature_matrix
     from measure.calibrate import reference_plan, reference_rows
 
-    reference = reference_rows(store, reference_plan(threads, REFERENCE_PLAN), device)
+    reference = reference_rows(rows, reference_plan(threads, REFERENCE_PLAN), device)
     mine = (rows["device"] == device).to_numpy()
     held = rows[mine & (rows["threads"] == threads).to_numpy()]
     held = held[~held["config_id"].isin(set(reference["config_id"])) & ~P.is_probe(held["family"].to_numpy())]
@@ -116,23 +116,21 @@ def main() -> None:
     from advisor.calibration import MIN_ROWS, REFERENCE_PLAN
     from advisor.fingerprint import collect_fingerprint, fingerprint_id
     from advisor.progress import stage
-    from advisor.store import Store
     from measure.calibrate import reference_plan, reference_rows
 
     rows, profiles, fingerprints = ok_rows(args.data)
-    store = Store(Path(args.data))
     start = dt.datetime.now(dt.timezone.utc)
     results, models = [], {}
     timed = rows[np.isfinite(rows["latency_ms_median"].to_numpy(dtype=float))]
     for device, threads in sorted({(str(d), int(t)) for d, t in zip(timed["device"], timed["threads"])}):
         if not device.startswith("local:") or device.split(":", 1)[1] not in fingerprints:
             continue
-        if len(reference_rows(store, reference_plan(threads, REFERENCE_PLAN), device)) < MIN_ROWS:
+        if len(reference_rows(rows, reference_plan(threads, REFERENCE_PLAN), device)) < MIN_ROWS:
             continue  # never calibrated at this thread count
         if device not in models:
             stage(f"training without {device}")
             models[device] = train_without(rows, profiles, fingerprints, device)
-        got = left_out(rows, profiles, fingerprints, store, device, threads, models[device])
+        got = left_out(rows, profiles, fingerprints, device, threads, models[device])
         if got is not None:
             results.append(got)
     fp = collect_fingerprint()

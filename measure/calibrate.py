@@ -25,10 +25,11 @@ class CalibrationRun:
     calibration: Calibration
     path: Path
     campaign: Any = None  # measure.campaign.CampaignReport, or None for --refit
+    probes: int = 0  # the device's own single-layer probes the store holds (`advisor train` learns from them)
 
     def to_dict(self) -> dict[str, Any]:
         return {"calibration": self.calibration.to_dict(), "path": str(self.path),
-                "campaign": self.campaign.to_dict() if self.campaign is not None else None}
+                "campaign": self.campaign.to_dict() if self.campaign is not None else None, "probes": self.probes}
 
 
 def reference_plan(threads: int = 1, plan_path: str | Path = REFERENCE_PLAN):
@@ -43,15 +44,25 @@ def reference_plan(threads: int = 1, plan_path: str | Path = REFERENCE_PLAN):
     return dataclasses.replace(plan, configs=configs)
 
 
-def reference_rows(store: Store, plan: Any, device_id: str):
-    """The stored, successful rows of the plan's configurations on `device_id`."""
+def reference_rows(rows: Any, plan: Any, device_id: str):
+    """The successful rows of the plan's configurations on `device_id`, among stored `rows`
+    (`Store.read()`: a large store takes tens of seconds to read, so callers read it once)."""
     from measure.campaign import config_key
 
     keys = {config_key(c, device_id) for c in plan.configs}
-    rows = store.read()
     if len(rows) == 0:
         return rows
     return rows[rows["config_id"].isin(keys) & (rows["status"] == "ok")].reset_index(drop=True)
+
+
+def own_probes(rows: Any, fingerprint_id: str) -> int:
+    """How many successful single-layer probes of this fingerprint are among stored `rows`."""
+    from advisor.predictor import is_probe
+
+    if len(rows) == 0 or "fingerprint_id" not in rows.columns:
+        return 0
+    mine = (rows["fingerprint_id"].astype(str) == fingerprint_id) & (rows["status"] == "ok")
+    return int((mine & is_probe(rows["family"].astype(str).to_numpy())).sum())
 
 
 def calibrate(device_name: str, *, store: Store, bundle_dir: str | Path | None = None, threads: int = 1,
@@ -95,7 +106,8 @@ def calibrate(device_name: str, *, store: Store, bundle_dir: str | Path | None =
         if report.interrupted:
             raise OptionError("calibration interrupted: the measured reference rows are stored; run it again "
                               "to finish")
-    rows = reference_rows(store, plan, device_id)
+    stored = store.read()
+    rows = reference_rows(stored, plan, device_id)
     if len(rows) == 0:
         hint = " (run it without --refit to measure them)" if refit else ""
         raise OptionError(f"no reference rows of {device_id} at {threads} thread(s) in {store.root}{hint}")
@@ -114,7 +126,7 @@ def calibrate(device_name: str, *, store: Store, bundle_dir: str | Path | None =
                           bundle_version=bundle.version, reference=reference,
                           energy_mj=energy, networks=list(rows["model"].astype(str)), created=utc_now_iso(),
                           in_training=sum(cid in trained_on_ids for cid in reference))
-    return CalibrationRun(cal, cal.save(out_dir), report)
+    return CalibrationRun(cal, cal.save(out_dir), report, own_probes(stored, cal.fingerprint_id))
 
 
 def _row_features(store: Store, row: dict, feats: dict, feature_matrix: Any) -> np.ndarray:
