@@ -62,7 +62,7 @@ UNIT_TYPES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", F.POINTW
               "Subtract", "Maximum", "Cropping2D", "invoke")
 _TYPE_INDEX = {t: i for i, t in enumerate(UNIT_TYPES)}
 _SHAPE_NAMES = ("log_macs", "log_params", "log_written", "log_read", "kernel", "stride", "c_in", "c_out",
-                "log_positions", "macs_per_output", "groups")
+                "log_positions", "macs_per_output", "groups", "log_steps")
 #: The device columns the trees see (thread_share and memory are left out: neither sets a
 #: kernel's speed).
 DEVICE_COLUMNS = tuple(n for n in F.DEVICE_NAMES if n not in ("thread_share", "memory_gib"))
@@ -129,7 +129,7 @@ def units(profile: ModelProfile) -> Units:
         shape[i, _N_GROUPS + _N_TYPES:] = (math.log1p(u.macs), math.log1p(u.params), math.log1p(u.written),
                                            math.log1p(u.read), u.layer.kernel, u.layer.stride, u.c_in, u.c_out,
                                            math.log1p(positions), u.macs / max(u.written, 1.0),
-                                           _conv_groups(u))
+                                           _conv_groups(u), math.log1p(_loop_steps(u)))
     shape[np.arange(n), group] = 1.0
     shape[-1, _N_GROUPS + _TYPE_INDEX["invoke"]] = 1.0
     invoke = np.zeros(n, dtype=bool)
@@ -142,6 +142,16 @@ def _conv_groups(u: F.Unit) -> float:
     """A convolution's groups (1 for an ordinary one, 0 for layers without them); a depthwise
     layer records its channels there, which its type already says."""
     return float(u.layer.groups) if u.group == "conv" and u.type != F.POINTWISE else 0.0
+
+
+def _loop_steps(u: F.Unit) -> float:
+    """A recurrent layer's loop iterations (its input's time steps; 0 for other layers). Its
+    output says nothing of them when it returns only the last state, and each step dispatches the
+    loop body's operators again: held out by family, the per-step cost the trees could not see put
+    short sequences' GRU networks about 20% too slow and long ones about 20% too fast."""
+    if u.group != "recurrent" or not u.layer.input_shapes or len(u.layer.input_shapes[0]) < 2:
+        return 0.0
+    return float(u.layer.input_shapes[0][0])
 
 
 _UNITS: dict[str, Units] = {}
@@ -414,11 +424,19 @@ def latency_ratio(priors: Mapping[str, Any], X: np.ndarray) -> np.ndarray:
 class FitSettings:
     """How the per-layer trees are fitted (custom objective; see the module docstring).
 
-    `rounds` is a ceiling: the number used is chosen on held-out groups (`fit`)."""
+    `rounds` is a ceiling: the number used is chosen on held-out groups (`fit`).
+
+    `max_depth` 8: a unit's cost and speed-up depend on its type, shape, quantizer and machine
+    together, and shallow trees could not hold the interactions. In `bench/latency_replay.py`'s
+    family folds (2026-12-07, 5,548 held-out network latencies, fold seeds 0/1/2) the final median
+    was within 10% for 46.8/49.6/48.4% of them at depth 8, against 42.0/43.9/41.9% at depth 5;
+    the speed-ups gained most (compressed rows' ratios within 10%: about 72% against 60.5%, seed 0).
+    Depth 7 gave 44.8/47.8/48.8%, depth 9 46.7/49.6/49.6% (with a wider ±25% miss than 8's), 10
+    and 12 44.1% and 43.8% (seed 0)."""
 
     rounds: int = 400
     learning_rate: float = 0.1
-    max_depth: int = 5
+    max_depth: int = 8
     min_child_weight: float = 1e-3
     reg_lambda: float = 1.0
     min_networks: int = 30

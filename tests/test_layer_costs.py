@@ -64,6 +64,21 @@ def test_units_follow_the_feature_bookkeeping():
     assert L.unit_matrix(u, np.zeros(len(F.FEATURE_NAMES))).shape == (9, len(L.UNIT_FEATURES))
 
 
+def test_a_recurrent_unit_records_its_loop_steps_even_when_it_returns_only_the_last_state():
+    layers = (
+        LayerProfile("g1", "GRU", 3 * 40 * (8 + 16 + 2) * 16, 3 * (8 + 16 + 2) * 16, ((40, 8),), (40, 16)),
+        LayerProfile("g2", "GRU", 3 * 40 * (16 + 16 + 2) * 16, 3 * (16 + 16 + 2) * 16, ((40, 16),), (16,)),
+        LayerProfile("d", "Dense", 16 * 10, 16 * 10 + 10, ((16,),), (10,)),
+    )
+    u = L.units(ModelProfile("m", "f", (40, 8), "float32", 10, "sequence", layers))
+    at = len(F.GROUPS) + len(L.UNIT_TYPES)
+    steps = u.shape[:, at + L._SHAPE_NAMES.index("log_steps")]
+    positions = u.shape[:, at + L._SHAPE_NAMES.index("log_positions")]
+    # Both loops run 40 steps; only the first one's output says so.
+    np.testing.assert_allclose(steps, [np.log1p(40), np.log1p(40), 0.0, 0.0])
+    assert positions[0] == pytest.approx(np.log1p(40)) and positions[1] == pytest.approx(np.log1p(1))
+
+
 def test_prior_unit_costs_sum_to_the_linear_prior(synthetic):
     rows, profiles = synthetic
     _, X, y = _baselines(rows, profiles)
