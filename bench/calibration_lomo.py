@@ -42,15 +42,15 @@ BANDS = ("family band", "new-device band", "mean width")
 
 
 def _scores(y: np.ndarray, q: np.ndarray) -> dict[str, float]:
-    err = np.abs(q[:, 1] / y - 1.0)
-    return {"n": int(len(y)), "within_10pct": float(np.mean(err <= 0.10)),
-            "within_25pct": float(np.mean(err <= 0.25)), "mape": float(np.mean(err)),
-            "interval_coverage_80": float(np.mean((y >= q[:, 0]) & (y <= q[:, 2]))),
-            "band_width": float(np.median(q[:, 2] / q[:, 0]))}
+    """`advisor evaluate`'s latency metrics, and the band's median p90/p10."""
+    from advisor.evaluate import _ratio_metrics
+
+    return {**_ratio_metrics(y, q), "band_width": float(np.median(q[:, 2] / q[:, 0]))}
 
 
-def _bands(model, cal, X: np.ndarray) -> dict[str, np.ndarray]:
-    """The calibrated latency quantiles under each rule of `BANDS`."""
+def _bands(model, cal, X: np.ndarray, unknown: np.ndarray) -> dict[str, np.ndarray]:
+    """The calibrated latency quantiles under each rule of `BANDS` (`unknown`: the model's latency
+    quantiles for a machine it never saw, `model.predict(X)`)."""
     prior = model.priors_["latency"]
     family = model.predict(X, calibrated=True)["latency"]
     q = np.log(family)
@@ -59,7 +59,7 @@ def _bands(model, cal, X: np.ndarray) -> dict[str, np.ndarray]:
     mean = np.column_stack([mid + np.minimum((q[:, 0] - q[:, 1] + lo) / 2, 0), mid,
                             mid + np.maximum((q[:, 2] - q[:, 1] + hi) / 2, 0)])
     return {"family band": cal.apply(X, {"latency": family}, prior)["latency"],
-            "new-device band": cal.apply(X, model.predict(X), prior)["latency"], "mean width": np.exp(mean)}
+            "new-device band": cal.apply(X, {"latency": unknown}, prior)["latency"], "mean width": np.exp(mean)}
 
 
 def train_without(rows, profiles, fingerprints, device: str):
@@ -99,11 +99,12 @@ def left_out(rows, profiles, fingerprints, device: str, threads: int, model) -> 
                           bundle_version="left-out", reference=list(reference["config_id"].astype(str)),
                           networks=list(reference["model"].astype(str)))
     X, y = features(held), held["latency_ms_median"].to_numpy(dtype=float)
-    bands = _bands(model, cal, X)
+    unknown = model.predict(X)["latency"]
+    bands = _bands(model, cal, X, unknown)
     return {"device": device, "threads": threads, "cpu_model": fp.get("cpu_model"), "reference_rows": len(reference),
             "held_out_rows": int(len(y)), "training_rows": int((~mine).sum()), "lambda": cal.lam,
             "no_correction": bool(cal.metrics.get("no_correction")), "loo_band": list(cal.band),
-            "before": _scores(y, model.predict(X)["latency"]),
+            "before": _scores(y, unknown),
             "after": {name: _scores(y, q) for name, q in bands.items()}}
 
 
