@@ -437,7 +437,11 @@ def unit_ops(layer: LayerProfile) -> int:
     """TFLite operators one executed (non-separable) layer becomes, as the interpreter dispatches them
     per invoke: `TFLITE_OPS`, and a dense layer over a sequence (input of rank 2 or more besides the
     batch) `SEQUENCE_DENSE_OPS`. A recurrent layer counts one: a GRU's operators sit in a loop
-    body run once per step, which its MACs already scale with."""
+    body run once per step, which its MACs already scale with. (Counting a GRU's steps here, a
+    dispatch each, was tried on 2026-12-07: held out by family, GRU networks within 10% went from
+    19% to 28% and LSTM ones from 42% to 58%, the whole no better, 46.5% against 46.2%; but the one
+    shared per-op coefficient then priced an LSTM layer's fixed cost per GRU step, and where few
+    rows fix it, 2-thread rows on one machine, held-out GRU networks came out 20 times too slow.)"""
     if layer.type in ("Dense", "EinsumDense") and layer.input_shapes and len(layer.input_shapes[0]) >= 2:
         return SEQUENCE_DENSE_OPS
     if LAYER_GROUPS.get(layer.type) == "recurrent":

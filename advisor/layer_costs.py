@@ -432,7 +432,9 @@ class FitSettings:
     was within 10% for 46.8/49.6/48.4% of them at depth 8, against 42.0/43.9/41.9% at depth 5;
     the speed-ups gained most (compressed rows' ratios within 10%: 71.1% against 60.5%, seed 0).
     Depth 7 gave 44.8/47.8/48.8%, depth 9 46.7/49.6/49.6% (with a wider ±25% miss than 8's), 10
-    and 12 44.1% and 43.8% (seed 0)."""
+    and 12 44.1% and 43.8% (seed 0). Tried on 2026-12-07 and not kept (seed 0, against 46.8%):
+    each tree on 80% of the units and 70% of the features, 46.2%; `min_child_weight` 0.1 (a leaf
+    holds at least a twentieth of a network's time), 46.7%."""
 
     rounds: int = 400
     learning_rate: float = 0.1
@@ -447,6 +449,10 @@ class FitSettings:
     #: The trees are kept only where they lower the held-out error by at least this share of the
     #: prior's (on the real rows they lower it by far more: 13.5% -> 46% of networks within 10%).
     min_gain: float = 0.01
+    #: Shares of the units each tree sees and of the features each tree may split on (XGBoost's
+    #: subsample and colsample_bytree).
+    subsample: float = 1.0
+    colsample_bytree: float = 1.0
     n_jobs: int = 2
     seed: int = 0
 
@@ -455,7 +461,10 @@ def speedup_settings(settings: FitSettings) -> FitSettings:
     """The speed-up trees' settings: a third of the rounds at three times the rate. Every
     candidate of an answer walks them once per distinct layer shape, so their count is answer
     time; held out by family the ratio prior was as good (54.7% of ratios within 10%, against
-    52.4% with 400 rounds at 0.1; 2026-12-05)."""
+    52.4% with 400 rounds at 0.1; 2026-12-05). Depth 10 instead of the cost trees' 8 was tried
+    twice in `bench/latency_replay.py`'s family folds (2026-12-07): on 15,793 rows, 47.6/49.4/50.6%
+    of network latencies within 10% against 47.3/49.0/50.2% (fold seeds 0/1/2); on 16,976 rows
+    (with more probes), 46.2% against 46.9% (seed 0). Within the folds' noise: left at 8."""
     return replace(settings, rounds=150, learning_rate=0.3)
 
 
@@ -526,6 +535,7 @@ def _train(design: _Design, settings: FitSettings, rounds: int, names: list[str]
 
     params = {"max_depth": settings.max_depth, "eta": settings.learning_rate, "tree_method": "hist",
               "min_child_weight": settings.min_child_weight, "lambda": settings.reg_lambda,
+              "subsample": settings.subsample, "colsample_bytree": settings.colsample_bytree,
               "nthread": settings.n_jobs, "seed": settings.seed, "base_score": 0.0,
               "objective": "reg:squarederror", "disable_default_eval_metric": 1, "verbosity": 0}
     if valid is None:

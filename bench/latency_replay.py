@@ -14,8 +14,11 @@ evaluation's own held-out rows at a tenth of the cost:
 and splits each compressed row's final error into its baseline's and its ratio's (the row's
 network held out with it, so its baseline prediction is as blind as its own).
 
-    python bench/latency_replay.py [--seeds 0,1,2] [--params JSON] [--data training_data]
-        [--out bench/results/latency_replay.md] [--rows rows.csv]
+    python bench/latency_replay.py [--seeds 0,1,2] [--params JSON] [--layers JSON] [--speedups JSON]
+        [--data training_data] [--out bench/results/latency_replay.md] [--rows rows.csv]
+
+`--layers` and `--speedups` change the per-layer trees' `layer_costs.FitSettings` for the run
+(all of them, or the speed-up trees' only), e.g. `--layers '{"max_depth": 9}'`.
 """
 
 from __future__ import annotations
@@ -128,6 +131,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="fold seeds, comma-separated (0: advisor evaluate's); the "
                     "first is broken down, the others say how much of a difference is the folds' luck")
     ap.add_argument("--params", default="{}", help="Predictor parameters as JSON, e.g. '{\"n_estimators\": 600}'")
+    ap.add_argument("--layers", default="{}", help="per-layer cost trees' settings to change "
+                    "(`layer_costs.FitSettings` fields as JSON, e.g. '{\"max_depth\": 9}')")
+    ap.add_argument("--speedups", default="{}", help="the same for the speed-up trees, over `speedup_settings`")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latency_replay.md"))
     ap.add_argument("--rows", default=None, help="also write every held-out latency of the first seed to this CSV")
     args = ap.parse_args()
@@ -136,14 +142,32 @@ def main() -> None:
 
     rows, profiles, fingerprints = ok_rows(args.data)
     params = json.loads(args.params)
+    layers, speedups = json.loads(args.layers), json.loads(args.speedups)
+    _override_settings(layers, speedups)
     seeds = [int(s) for s in args.seeds.split(",")]
     start = dt.datetime.now(dt.timezone.utc)
     runs = [replay(rows, profiles, fingerprints, seed, params) for seed in seeds]
     fp = collect_fingerprint()
-    publish("\n".join(report(runs, seeds, params, len(rows), str(args.data), start, fp, fingerprint_id(fp))), args.out)
+    shown = {**params, **({"layers": layers} if layers else {}), **({"speedups": speedups} if speedups else {})}
+    publish("\n".join(report(runs, seeds, shown, len(rows), str(args.data), start, fp, fingerprint_id(fp))), args.out)
     if args.rows:
         import pandas as pd
         pd.DataFrame(runs[0], columns=COLUMNS).to_csv(args.rows, index=False)
+
+
+def _override_settings(layers: dict, speedups: dict) -> None:
+    """Change the per-layer trees' `FitSettings` for this process: `layers` on every fit (the
+    Predictor builds its settings from `FitSettings`), `speedups` on the speed-up trees' only."""
+    from dataclasses import replace
+
+    from advisor import layer_costs
+
+    if layers:
+        base = layer_costs.FitSettings
+        layer_costs.FitSettings = lambda **kw: replace(base(**kw), **layers)
+    if speedups:
+        shipped = layer_costs.speedup_settings
+        layer_costs.speedup_settings = lambda settings: replace(shipped(settings), **speedups)
 
 
 def report(runs: list[list[tuple]], seeds: list[int], params: dict, n_rows: int, data: str, start: dt.datetime,

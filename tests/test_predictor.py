@@ -628,7 +628,8 @@ def test_training_reports_its_stages_to_a_listener_and_nothing_otherwise(capsys)
 
 def test_the_qat_size_change_is_drawn_toward_the_post_training_int8_one(monkeypatch):
     """QAT and post-training int8 files come out of the same full-integer converter: QAT's few rows
-    learn how they differ from int8's set, rather than 18 coefficients of their own from scratch."""
+    learn how they differ from int8's set, rather than 18 coefficients of their own from scratch,
+    except that QAT's dense kernels carry one scale and zero point a tensor, not a channel."""
     import advisor.predictor as P
 
     rows, profiles = synthetic_rows(per_family=2, techniques=("ptq-int8", "qat-int8"))
@@ -647,7 +648,31 @@ def test_the_qat_size_change_is_drawn_toward_the_post_training_int8_one(monkeypa
     alone, int8 = sets(0.0)
     drawn, int8_again = sets(P.QAT_TOWARD_INT8 if P.QAT_TOWARD_INT8 > 0 else 1.0)
     np.testing.assert_array_equal(int8, int8_again)  # the post-training set does not depend on QAT's rows
-    assert np.linalg.norm(drawn - int8) < np.linalg.norm(alone - int8)
-    # and with an overwhelming draw, QAT's set is int8's
+    # QAT quantizes a dense kernel per tensor: 12 bytes a dense channel fewer than int8's per-channel
+    toward = int8.copy()
+    toward[P.SIZE_CHANGE_COLUMNS.index("channels_dense")] -= 12.0
+    assert np.linalg.norm(drawn - toward) < np.linalg.norm(alone - toward)
+    # and with an overwhelming draw, QAT's set is int8's, less those 12 bytes
     far, int8 = sets(1e9)
-    np.testing.assert_allclose(far, int8, rtol=1e-3, atol=1e-6)
+    toward = int8.copy()
+    toward[P.SIZE_CHANGE_COLUMNS.index("channels_dense")] -= 12.0
+    np.testing.assert_allclose(far, toward, rtol=1e-3, atol=1e-6)
+
+
+def test_a_file_measured_on_several_machines_is_one_size_row():
+    """A converted file's bytes do not depend on the machine: the size fits count a network and
+    plan measured on four machines once, and keep rows that differ in the plan or in the bytes."""
+    import advisor.predictor as P
+
+    x = np.zeros((5, len(F.FEATURE_NAMES)))
+    x[:, F.INDEX["params"]] = 1000.0
+    device = F.DEVICE_BLOCK.start
+    x[1, device] = 1.0  # the same file, another machine
+    x[2, device] = 2.0  # another machine that wrote a different file (another converter)
+    x[3, F.INDEX["quant_full_int"]] = 1.0  # another plan
+    x[4, F.INDEX["params"]] = np.nan  # unknown totals still count as a value of their own
+    size = np.array([400.0, 400.0, 404.0, 120.0, 400.0])
+    kept = P.one_per_file(x, size, np.ones(5, dtype=bool))
+    assert kept.tolist() == [True, False, True, True, True]
+    only = np.array([False, True, True, False, False])
+    assert P.one_per_file(x, size, only).tolist() == only.tolist()  # nothing outside `rows` is added
