@@ -225,10 +225,13 @@ def test_a_challenger_trained_on_corrupted_rows_is_not_promoted(setup, rows_and_
     data, _, models = setup
     _, new, profiles = rows_and_profiles
     champion = _champion(data, models).challenger
-    bad = new.copy()  # valid-looking, wrong: every latency 3x, every size 1.6x
+    # Valid-looking, wrong: every latency 3x, every compressed file 1.6x its float file's share
+    # (a float file's own bytes are read, not predicted, so scaling every size alike is invisible).
+    bad = new.copy()
     bad["latency_ms_median"] *= 3.0
-    bad["size_bytes"] = (bad["size_bytes"] * 1.6).astype("int64")
-    bad["size_gzip_bytes"] = (bad["size_gzip_bytes"] * 1.6).astype("int64")
+    compressed = bad["technique"] != "none"
+    for column in ("size_bytes", "size_gzip_bytes"):
+        bad[column] = bad[column].where(~compressed, bad[column] * 1.6).astype("int64")
     site = _store(tmp_path / "bad-site", bad, profiles)
 
     report = R.retrain([site.root], data=data.root, models=models)
