@@ -929,6 +929,17 @@ def one_per_file(X: np.ndarray, value: np.ndarray, rows: np.ndarray) -> np.ndarr
     return out
 
 
+def fit_size_priors(data: TrainingData) -> dict[str, Prior | SizeChange]:
+    """The size prior and, where it can be fitted, the plans' change from the float file
+    (`SIZE_CHANGE`), on the measured sizes counted once a file (`one_per_file`)."""
+    sized = one_per_file(data.X, data.size, data.measured & _positive(data.size))
+    priors: dict[str, Prior | SizeChange] = {"size": fit_prior(PRIORS["size"], data.X[sized], data.size[sized])}
+    change = fit_size_change(data.X[sized], data.size[sized], priors["size"])
+    if change is not None:
+        priors[SIZE_CHANGE] = change
+    return priors
+
+
 def _select_size(column: str) -> Callable[[TrainingData, Mapping[str, Prior]], tuple[np.ndarray, np.ndarray]]:
     def select(d: TrainingData, priors: Mapping[str, Prior]) -> tuple[np.ndarray, np.ndarray]:
         value = getattr(d, column)
@@ -1184,14 +1195,8 @@ class Predictor:
     def _fit_core(self, data: TrainingData) -> dict[str, Any]:
         measured = data.measured
         base_rows = measured & data.baseline & _positive(data.latency)
-        sized = one_per_file(data.X, data.size, measured & _positive(data.size))
-        priors = {
-            "latency": fit_prior(PRIORS["latency"], data.X[base_rows], data.latency[base_rows]),
-            "size": fit_prior(PRIORS["size"], data.X[sized], data.size[sized]),
-        }
-        change = fit_size_change(data.X[sized], data.size[sized], priors["size"])
-        if change is not None:
-            priors[SIZE_CHANGE] = change
+        priors = {"latency": fit_prior(PRIORS["latency"], data.X[base_rows], data.latency[base_rows]),
+                  **fit_size_priors(data)}
         compressed = measured & ~data.baseline & _positive(data.ratio)
         priors["latency_ratio"] = fit_ratio_prior(priors["latency"], data.X[compressed], data.ratio[compressed])
         boosters: dict[str, bytes] = {}

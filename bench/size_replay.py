@@ -53,11 +53,7 @@ def replay(rows, profiles, fingerprints, seed: int) -> list[tuple]:
     for k in range(int(fold.max()) + 1):
         train, held = data.take(fold != k), (fold == k) & ~probe
         test = data.take(held)
-        sized = P.one_per_file(train.X, train.size, train.measured & P._positive(train.size))
-        priors = {"size": P.fit_prior(P.PRIORS["size"], train.X[sized], train.size[sized])}
-        change = P.fit_size_change(train.X[sized], train.size[sized], priors["size"])
-        if change is not None:
-            priors[P.SIZE_CHANGE] = change
+        priors = P.fit_size_priors(train)
         X, y = size.select(train, priors)
         keep = np.isfinite(y)
         forest = Forest.from_json(P._TRAINERS[-1](params, size.inputs(X)[keep], y[keep], model.n_estimators))
