@@ -154,6 +154,22 @@ QAT_FLOAT_LAYERS = frozenset({"Embedding", "PositionEmbedding", "LSTM", "GRU", "
 #: (`loop_buffers`; on the sampled GRU networks, 0.80 correlation with the float16 size's error
 #: before it was counted).
 LOOP_RECURRENT_LAYERS = frozenset({"GRU", "SimpleRNN"})
+#: The loop iterations of looped recurrent layers (`loop_steps`), all of them and those of layers
+#: that return their sequence: the latency prior's own per-step costs (`LOOP_STEP_NAMES`).
+LOOP_STEP_NAMES = ("steps_recurrent", "seq_steps_recurrent")
+
+
+def loop_steps(layer: LayerProfile) -> tuple[float, float]:
+    """(loop iterations, those writing a sequence) of one layer: its input's time steps if the
+    converter turns it into a WHILE loop (`LOOP_RECURRENT_LAYERS`), 0 otherwise. Each iteration
+    dispatches the loop body's operators again (29 for a GRU), and one that returns its sequence
+    also writes the step into a TensorArray; measured on the kernel probes of the 62bed0af3796 Xeon,
+    about 1 us a step for a small GRU that returns its last state and 4-5 us for one that returns
+    its sequence, a cost its MACs do not scale with."""
+    if layer.type not in LOOP_RECURRENT_LAYERS or not layer.input_shapes or len(layer.input_shapes[0]) < 2:
+        return 0.0, 0.0
+    steps = float(layer.input_shapes[0][0])
+    return steps, steps if len(layer.output_shape) >= 2 else 0.0
 
 #: Instruction-set extensions that change kernel speed (a curated, stable subset of
 #: `advisor.fingerprint.ISA_FLAGS`: changing this list changes the schema).
@@ -171,8 +187,9 @@ def _profile_names() -> tuple[str, ...]:
     return ("macs", "params", "depth", "n_ops", "input_size", "input_elements", "act_elements", "act_peak",
             "macs_per_act", "macs_per_op", "params_per_mac", "num_classes", "params_folded", "params_small",
             "n_weighted", "channels_weighted", "channels_dense", "channels_dynamic", "params_sparse_stored",
-            "n_sparse_stored", *SPARSE_INDEX_NAMES, "params_qat_float", "loop_buffers", "tflite_ops",
-            "tflite_tensors", *(f"macs_{g}_padded" for g in PADDED_GROUPS), "act_in", *(f"act_in_{g}" for g in GROUPS),
+            "n_sparse_stored", *SPARSE_INDEX_NAMES, "params_qat_float", "loop_buffers", *LOOP_STEP_NAMES,
+            "tflite_ops", "tflite_tensors", *(f"macs_{g}_padded" for g in PADDED_GROUPS), "act_in",
+            *(f"act_in_{g}" for g in GROUPS),
             *(f"domain_{d}" for d in DOMAINS), *per_group, *per_bucket, "macs_conv_k1", "macs_conv_strided",
             *shares, "share_conv_k1", "share_act_other",
             "log_macs", "log_params", "log_act_elements", "log_input_elements")
@@ -437,11 +454,10 @@ def unit_ops(layer: LayerProfile) -> int:
     """TFLite operators one executed (non-separable) layer becomes, as the interpreter dispatches them
     per invoke: `TFLITE_OPS`, and a dense layer over a sequence (input of rank 2 or more besides the
     batch) `SEQUENCE_DENSE_OPS`. A recurrent layer counts one: a GRU's operators sit in a loop
-    body run once per step, which its MACs already scale with. (Counting a GRU's steps here, a
-    dispatch each, was tried on 2026-12-07: held out by family, GRU networks within 10% went from
-    19% to 28% and LSTM ones from 42% to 58%, the whole no better, 46.5% against 46.2%; but the one
-    shared per-op coefficient then priced an LSTM layer's fixed cost per GRU step, and where few
-    rows fix it, 2-thread rows on one machine, held-out GRU networks came out 20 times too slow.)"""
+    body run once per step, and those steps have columns of their own (`loop_steps`). (Counting a
+    GRU's steps here, a dispatch each, was tried on 2026-12-07: the one shared per-op coefficient
+    then priced an LSTM layer's fixed cost per GRU step, and where few rows fix it, 2-thread rows on
+    one machine, held-out GRU networks came out 20 times too slow.)"""
     if layer.type in ("Dense", "EinsumDense") and layer.input_shapes and len(layer.input_shapes[0]) >= 2:
         return SEQUENCE_DENSE_OPS
     if LAYER_GROUPS.get(layer.type) == "recurrent":
@@ -468,6 +484,7 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
 
     folded = small = weighted = channels = dense_channels = dynamic_channels = 0.0
     sparse_stored = n_sparse = qat_float = index_full = loop_buffers = 0.0
+    steps = [0.0, 0.0]
     segment_bytes = [0.0] * len(SEGMENT_KEPT)
     tfl_ops = tfl_tensors = 0.0
     padded = dict.fromkeys(PADDED_GROUPS, 0.0)
@@ -488,6 +505,8 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
             qat_float += layer.params
         if layer.type in LOOP_RECURRENT_LAYERS and len(layer.output_shape) >= 2:
             loop_buffers += float(_elements(layer.output_shape))
+        if not free:
+            steps = [a + b for a, b in zip(steps, loop_steps(layer))]
         kernels = _quantized_kernels(layer) if layer.params and layer.type not in FOLDED_LAYERS else ()
         if layer.type in FOLDED_LAYERS:
             folded += layer.params  # folded into the preceding convolution by the converter
@@ -536,7 +555,7 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
         "params_folded": folded, "params_small": small, "n_weighted": weighted, "channels_weighted": channels,
         "channels_dense": dense_channels, "channels_dynamic": dynamic_channels,
         "params_sparse_stored": sparse_stored, "n_sparse_stored": n_sparse, "params_qat_float": qat_float,
-        "loop_buffers": loop_buffers, "sparse_index_full": index_full,
+        "loop_buffers": loop_buffers, **dict(zip(LOOP_STEP_NAMES, steps)), "sparse_index_full": index_full,
         **{f"sparse_segments_{k:g}": b for k, b in zip(SEGMENT_KEPT, segment_bytes)},
         "tflite_ops": tfl_ops, "tflite_tensors": tfl_tensors,
         **{f"macs_{g}_padded": padded[g] for g in PADDED_GROUPS},

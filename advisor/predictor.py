@@ -219,6 +219,9 @@ class PriorSpec:
             used for the reference cost and for rows that lack the work columns.
         key_columns: features selecting a separate coefficient set (one per machine and thread
             count, say); () for one global set.
+        borrowed: columns a key with fewer than `min_rows` rows of that work does not fit from
+            its noise but borrows: shrunk toward the other keys' cost relative to their speed
+            (their cost over their `proportional_to` cost), times its own speed.
         shrink: shrinkage strength, in rows' worth of evidence.
         min_rows: fewest rows a key needs for its own set (else it uses the global one).
     """
@@ -228,6 +231,7 @@ class PriorSpec:
     anchored: tuple[str, ...]
     proportional_to: str
     key_columns: tuple[str, ...] = ()
+    borrowed: tuple[str, ...] = ()
     shrink: float = 0.01
     min_rows: int = 8
 
@@ -243,10 +247,14 @@ _LATENCY_WORK = tuple(f"macs_{g}_padded" if g in F.PADDED_GROUPS else f"macs_{g}
 _LATENCY_OPS = tuple(f"n_{g}" for g in F.GROUPS)
 # A cost per element written and per element read (memory traffic), the same for every group.
 _LATENCY_TRAFFIC = ("act_elements", "act_in")
+# A cost per iteration of a looped recurrent layer, and per one that writes its sequence
+# (`features.loop_steps`): the loop body's dispatches, which neither MACs nor ops count.
+_LATENCY_STEPS = F.LOOP_STEP_NAMES
 
 PRIORS: dict[str, PriorSpec] = {
-    "latency": PriorSpec("latency", columns=(*_LATENCY_WORK, *_LATENCY_OPS, *_LATENCY_TRAFFIC), anchored=_LATENCY_WORK,
-                         proportional_to="macs", key_columns=_MACHINE_NAMES),
+    "latency": PriorSpec("latency", columns=(*_LATENCY_WORK, *_LATENCY_OPS, *_LATENCY_TRAFFIC, *_LATENCY_STEPS),
+                         anchored=_LATENCY_WORK, proportional_to="macs", key_columns=_MACHINE_NAMES,
+                         borrowed=_LATENCY_STEPS),
     # One set per quantization mode: each adds its own per-tensor and per-channel bookkeeping
     # (fp16 keeps a dequantize op per weight, full-integer stores a scale and zero point per channel).
     "size": PriorSpec("size", columns=("param_bytes", "param_sparse", "sparse_tensors", "params",
@@ -361,14 +369,30 @@ def fit_prior(spec: PriorSpec, X: np.ndarray, y: np.ndarray) -> Prior:
     if spec.key_columns:
         K = np.nan_to_num(Xs[:, [F.INDEX[c] for c in spec.key_columns]], nan=-1.0)
         unique, inverse = np.unique(K, axis=0, return_inverse=True)
+        sets = []  # (key index, its rows, its c0, the borrowed columns it has too few rows of)
         for k in range(len(unique)):
             rows = inverse.ravel() == k
             if rows.sum() < spec.min_rows:
                 continue
-            ck = float(np.median(ratio[rows]))
+            lacking = tuple(c for c in spec.borrowed if np.count_nonzero(Xs[rows, F.INDEX[c]]) < spec.min_rows)
+            sets.append((k, rows, float(np.median(ratio[rows])), lacking))
+
+        def fit_key(rows: np.ndarray, ck: float, borrow: Mapping[str, float]) -> tuple[np.ndarray, float]:
             anchor = {c: (g_coef[j] * ck / c0 if g_coef[j] > 0 else ck) for j, c in enumerate(spec.columns)
                       if c in spec.anchored}
-            coef, intercept = _nnls_relative(Xs[rows], ys[rows], spec, anchor)
+            anchor.update({c: v * ck for c, v in borrow.items() if v > 0})
+            return _nnls_relative(Xs[rows], ys[rows], spec, anchor)
+
+        fits = {k: fit_key(rows, ck, {}) for k, rows, ck, _ in sets}
+        # A borrowed column's cost relative to each key's speed, where keys timed enough of it
+        # (else the global set's): a key that lacks it is shrunk toward that times its own speed.
+        relative = {}
+        for c in spec.borrowed:
+            j = spec.columns.index(c)
+            own = [fits[k][0][j] / ck for k, _, ck, lacking in sets if c not in lacking]
+            relative[c] = float(np.median(own)) if own else g_coef[j] / c0
+        for k, rows, ck, lacking in sets:
+            coef, intercept = fit_key(rows, ck, {c: relative[c] for c in lacking}) if lacking else fits[k]
             keys.append(tuple(float(v) for v in unique[k]))
             coefs.append(tuple(float(c) for c in coef))
             ints.append(intercept)

@@ -79,6 +79,47 @@ def test_a_recurrent_unit_records_its_loop_steps_even_when_it_returns_only_the_l
     assert positions[0] == pytest.approx(np.log1p(40)) and positions[1] == pytest.approx(np.log1p(1))
 
 
+def _recurrent_profile(cell: str) -> ModelProfile:
+    layers = (
+        LayerProfile("e", "Embedding", 0, 100 * 8, ((40,),), (40, 8)),
+        LayerProfile("r1", cell, 3 * 40 * (8 + 16 + 2) * 16, 3 * (8 + 16 + 2) * 16, ((40, 8),), (40, 16)),
+        LayerProfile("r2", cell, 3 * 40 * (16 + 16 + 2) * 16, 3 * (16 + 16 + 2) * 16, ((40, 16),), (16,)),
+        LayerProfile("d", "Dense", 16 * 10, 16 * 10 + 10, ((16,),), (10,)),
+    )
+    return ModelProfile("m", "f", (40,), "int32", 10, "text", layers)
+
+
+def test_looped_recurrent_layers_count_their_steps_for_the_prior_and_a_fused_lstm_none():
+    gru = _recurrent_profile("GRU")
+    features = F.profile_features(gru)
+    # Two loops of 40 iterations; the first also writes its sequence.
+    assert (features["steps_recurrent"], features["seq_steps_recurrent"]) == (80.0, 40.0)
+    u = L.units(gru)
+    assert u.steps.tolist() == [[0, 0], [40, 40], [40, 0], [0, 0], [0, 0]]  # embedding, r1, r2, dense, invoke
+    lstm = _recurrent_profile("LSTM")  # one fused operator: no loop of dispatches
+    assert (F.profile_features(lstm)["steps_recurrent"], F.profile_features(lstm)["seq_steps_recurrent"]) == (0, 0)
+    assert not L.units(lstm).steps.any()
+
+
+def test_per_step_costs_are_shared_out_to_the_recurrent_units():
+    from advisor.predictor import Prior
+
+    x = np.zeros(len(F.FEATURE_NAMES))
+    for name, value in F.profile_features(_recurrent_profile("GRU")).items():
+        x[F.INDEX[name]] = value
+    columns = PRIORS["latency"].columns
+    coef = tuple(1e-3 if c == "steps_recurrent" else 4e-3 if c == "seq_steps_recurrent" else 1e-7
+                 for c in columns)
+    prior = Prior("latency", columns, "macs", (), (), (coef,), (0.01,), (1e-6,), (1,))
+    u = L.units(_recurrent_profile("GRU"))
+    costs = L.prior_unit_costs(prior, x, u)
+    assert costs.sum() == pytest.approx(prior(x[None, :])[0], rel=1e-9)
+    without = tuple(0.0 if c in F.LOOP_STEP_NAMES else v for c, v in zip(columns, coef))
+    plain = L.prior_unit_costs(Prior("latency", columns, "macs", (), (), (without,), (0.01,), (1e-6,), (1,)), x, u)
+    # Each loop carries its own iterations: 40 x (1 + 4) us for the one writing its sequence, 40 x 1 us.
+    np.testing.assert_allclose(costs - plain, [0.0, 40 * 5e-3, 40 * 1e-3, 0.0, 0.0], atol=1e-12)
+
+
 def test_prior_unit_costs_sum_to_the_linear_prior(synthetic):
     rows, profiles = synthetic
     _, X, y = _baselines(rows, profiles)

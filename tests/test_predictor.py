@@ -676,3 +676,31 @@ def test_a_file_measured_on_several_machines_is_one_size_row():
     assert kept.tolist() == [True, False, True, True, True]
     only = np.array([False, True, True, False, False])
     assert P.one_per_file(x, size, only).tolist() == only.tolist()  # nothing outside `rows` is added
+
+
+def test_a_machine_without_looped_layers_borrows_the_per_step_cost_of_the_others():
+    """One machine timed GRU networks, the other none: the other's per-step cost is not fitted
+    from nothing (0) but borrowed, the first machine's scaled by how much faster it runs MACs."""
+    from advisor.predictor import PRIORS, fit_prior
+
+    rng = np.random.default_rng(0)
+    n = 200
+    X = np.zeros((n, len(F.FEATURE_NAMES)))
+    for c in PRIORS["latency"].columns:
+        X[:, F.INDEX[c]] = 0.0
+    macs = rng.uniform(1e5, 1e7, n)
+    X[:, F.INDEX["macs"]] = X[:, F.INDEX["macs_recurrent"]] = macs
+    slow = np.arange(n) < n // 2
+    X[:, F.INDEX["threads"]] = np.where(slow, 1.0, 2.0)
+    X[slow, F.INDEX["steps_recurrent"]] = rng.integers(8, 256, slow.sum())
+    per_mac = np.where(slow, 1e-6, 0.5e-6)
+    y = per_mac * macs + 2e-3 * X[:, F.INDEX["steps_recurrent"]] + 0.01
+    prior = fit_prior(PRIORS["latency"], X, y)
+    step = PRIORS["latency"].columns.index("steps_recurrent")
+    coef = {key[_MACHINE_THREADS]: c[step] for key, c in zip(prior.keys, prior.coef)}
+    assert coef[1.0] == pytest.approx(2e-3, rel=0.05)  # fitted where the steps were timed
+    assert coef[2.0] == pytest.approx(1e-3, rel=0.3)  # borrowed: half the time per MAC, half per step
+    np.testing.assert_allclose(prior(X[slow]), y[slow], rtol=0.05)
+
+
+_MACHINE_THREADS = [n for n in F.DEVICE_NAMES if n != "thread_share"].index("threads")
