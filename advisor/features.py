@@ -485,7 +485,7 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
 
     folded = small = weighted = channels = dense_channels = dynamic_channels = 0.0
     sparse_stored = n_sparse = qat_float = index_full = loop_buffers = 0.0
-    steps = [0.0, 0.0]
+    steps = [0.0] * len(LOOP_STEP_NAMES)
     segment_bytes = [0.0] * len(SEGMENT_KEPT)
     tfl_ops = tfl_tensors = 0.0
     padded = dict.fromkeys(PADDED_GROUPS, 0.0)
@@ -506,8 +506,6 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
             qat_float += layer.params
         if layer.type in LOOP_RECURRENT_LAYERS and len(layer.output_shape) >= 2:
             loop_buffers += float(_elements(layer.output_shape))
-        if not free:
-            steps = [a + b for a, b in zip(steps, loop_steps(layer))]
         kernels = _quantized_kernels(layer) if layer.params and layer.type not in FOLDED_LAYERS else ()
         if layer.type in FOLDED_LAYERS:
             folded += layer.params  # folded into the preceding convolution by the converter
@@ -536,6 +534,7 @@ def profile_features(profile: ModelProfile) -> dict[str, float]:
         act[g] += u.written
         act_in[g] += u.read
         count[g] += u.ops
+        steps = [a + b for a, b in zip(steps, loop_steps(u.layer))]
         if g == "conv":
             pointwise = u.type == POINTWISE
             k1 += u.macs if pointwise or u.layer.kernel == 1 else 0

@@ -7,7 +7,8 @@ interpreter's fixed cost per invoke) starts from its share of the linear kernel-
 (`advisor.predictor.Prior`: a cost per MAC, per op and per element of its group, and per
 iteration of a looped recurrent layer, per machine and thread count), and an XGBoost model learns
 a multiplicative correction from the layer's own shape: its type, MACs, parameters, elements read
-and written, kernel, stride, channels, groups and output positions, and the device. A network's baseline latency is
+and written, kernel, stride, channels, groups and output positions, and the device. A network's
+baseline latency is
 
     sum over units u of  prior_cost(u) * exp(f(u))
 
@@ -104,10 +105,10 @@ class Units:
     shape: np.ndarray
     #: per unit, the TFLite operators it becomes (`features.unit_ops`): its count in the prior's per-op work
     ops: np.ndarray
+    #: per unit, its loop iterations (`features.loop_steps`, columns `features.LOOP_STEP_NAMES`)
+    steps: np.ndarray
     #: per unit, the name of its layer ("" for the invoke): a layer-wise plan's steps take layers by name
     layer: tuple[str, ...] = ()
-    #: per unit, its loop iterations (`features.loop_steps`, columns `features.LOOP_STEP_NAMES`)
-    steps: np.ndarray = field(default_factory=lambda: np.zeros((0, len(F.LOOP_STEP_NAMES))))
 
     def __len__(self) -> int:
         return len(self.group)
@@ -137,11 +138,8 @@ def units(profile: ModelProfile) -> Units:
     invoke = np.zeros(n, dtype=bool)
     invoke[-1] = True
     ops = np.array([x.ops for x in executed] + [0], dtype=float)
-    steps = np.zeros((n, len(F.LOOP_STEP_NAMES)))
-    for i, u in enumerate(executed):
-        if u.type != F.POINTWISE:
-            steps[i] = F.loop_steps(u.layer)
-    return Units(group, work, invoke, shape, ops, tuple(x.layer.name for x in executed) + ("",), steps)
+    steps = np.array([F.loop_steps(x.layer) for x in executed] + [(0.0,) * len(F.LOOP_STEP_NAMES)])
+    return Units(group, work, invoke, shape, ops, steps, tuple(x.layer.name for x in executed) + ("",))
 
 
 def _conv_groups(u: F.Unit) -> float:
@@ -184,9 +182,8 @@ def prior_unit_costs(prior: Prior, x: np.ndarray, u: Units) -> np.ndarray:
     per_mac = np.array([coef.get(f"macs_{g}_padded" if g in F.PADDED_GROUPS else f"macs_{g}", 0.0) for g in F.GROUPS])
     per_op = np.array([coef.get(f"n_{g}", 0.0) for g in F.GROUPS])
     cost = (per_mac[u.group] * u.work[:, 0] + per_op[u.group] * u.ops + coef.get("act_elements", 0.0) * u.work[:, 1]
-            + coef.get("act_in", 0.0) * u.work[:, 2])
-    if len(u.steps):
-        cost = cost + u.steps @ np.array([coef.get(c, 0.0) for c in F.LOOP_STEP_NAMES])
+            + coef.get("act_in", 0.0) * u.work[:, 2]
+            + u.steps @ np.array([coef.get(c, 0.0) for c in F.LOOP_STEP_NAMES]))
     cost[u.invoke] = float(np.asarray(prior.intercept)[s])
     return cost
 

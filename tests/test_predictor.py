@@ -686,8 +686,6 @@ def test_a_machine_without_looped_layers_borrows_the_per_step_cost_of_the_others
     rng = np.random.default_rng(0)
     n = 200
     X = np.zeros((n, len(F.FEATURE_NAMES)))
-    for c in PRIORS["latency"].columns:
-        X[:, F.INDEX[c]] = 0.0
     macs = rng.uniform(1e5, 1e7, n)
     X[:, F.INDEX["macs"]] = X[:, F.INDEX["macs_recurrent"]] = macs
     slow = np.arange(n) < n // 2
@@ -697,10 +695,8 @@ def test_a_machine_without_looped_layers_borrows_the_per_step_cost_of_the_others
     y = per_mac * macs + 2e-3 * X[:, F.INDEX["steps_recurrent"]] + 0.01
     prior = fit_prior(PRIORS["latency"], X, y)
     step = PRIORS["latency"].columns.index("steps_recurrent")
-    coef = {key[_MACHINE_THREADS]: c[step] for key, c in zip(prior.keys, prior.coef)}
+    threads = prior.key_columns.index("threads")
+    coef = {key[threads]: c[step] for key, c in zip(prior.keys, prior.coef)}
     assert coef[1.0] == pytest.approx(2e-3, rel=0.05)  # fitted where the steps were timed
     assert coef[2.0] == pytest.approx(1e-3, rel=0.3)  # borrowed: half the time per MAC, half per step
     np.testing.assert_allclose(prior(X[slow]), y[slow], rtol=0.05)
-
-
-_MACHINE_THREADS = [n for n in F.DEVICE_NAMES if n != "thread_share"].index("threads")
